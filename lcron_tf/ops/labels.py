@@ -1,0 +1,119 @@
+"""The label permutation matrix, built exactly from labels (pure TF, no exp tricks).
+
+The official LCRON code builds its target matrix as ``NeuralSort(labels, tau=1e-4)``.
+On integer labels that equals, exactly (lcron_method.md §2):
+
+* a one-hot row for each item with a unique label value;
+* for a tie group of size ``t`` occupying sorted positions ``a .. a+t-1``, each of
+  those ``t`` rows holds ``1/t`` on every member of the group ("soft" matrix);
+* the three-stage code binarises it (``> 0.001``): 1 on every member ("binary").
+
+Here it is computed from the sorted label values, with no temperature: the matrix
+(``label_permutation_matrix``) for analysis and for losses that need all rows, and
+the per-item mass of a block of rows (``label_row_mass``) in O(N log N) time and
+O(N) memory for the LCRON terms, which never need the matrix.
+
+Labels: higher = better. Positions are 0-based in descending label order.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from lcron_tf.ops import validation
+
+
+def _key_and_valid(labels: tf.Tensor, mask: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+    labels = tf.stop_gradient(tf.convert_to_tensor(labels))
+    validation.check_rank2("labels", labels)
+    if not labels.dtype.is_floating:
+        labels = tf.cast(labels, tf.float32)
+    if mask is None:
+        valid = tf.ones_like(labels, dtype=tf.bool)
+        return -labels, valid
+    mask = tf.convert_to_tensor(mask)
+    validation.check_same_shape("labels", labels, "mask", mask)
+    valid = tf.cast(mask, tf.bool)
+    key = -labels
+    # Padded items sort after every valid one (ascending key = descending label).
+    big = tf.reduce_max(key, axis=1, keepdims=True) + 1.0  # above every key of the row
+    return tf.where(valid, key, big), valid
+
+
+def tie_groups(labels: tf.Tensor, mask: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """First sorted position and size of each item's tie group.
+
+    Args:
+      labels: ``[batch_size, list_size]`` numbers, higher = better.
+      mask: optional 0/1 ``[batch_size, list_size]``; padded items are ranked after
+        every valid item and do not count in valid items' groups.
+
+    Returns:
+      ``(start, size)``: int32 ``[batch_size, list_size]``; ``start[b, i]`` is the number of
+      (valid) items with a strictly greater label, ``size[b, i]`` the number with an equal one.
+    """
+    key, _ = _key_and_valid(labels, mask)
+    sorted_key = tf.sort(key, axis=-1)
+    start = tf.searchsorted(sorted_key, key, side="left", out_type=tf.int32)
+    end = tf.searchsorted(sorted_key, key, side="right", out_type=tf.int32)
+    return start, end - start
+
+
+def label_row_mass(
+    labels: tf.Tensor,
+    row_start: int | tf.Tensor,
+    row_end: int | tf.Tensor,
+    mask: tf.Tensor | None = None,
+    binarize: bool = False,
+) -> tf.Tensor:
+    """``sum_{row_start <= r < row_end} Lab[b, r, i]`` for each item, without building ``Lab``.
+
+    Args:
+      labels: ``[batch_size, list_size]``, higher = better.
+      row_start: int or int/float ``[batch_size]`` first row (inclusive).
+      row_end: int or int/float ``[batch_size]`` last row (exclusive); clipped to the
+        number of (valid) items.
+      mask: optional 0/1 ``[batch_size, list_size]`` (see :func:`tie_groups`); padded items get 0.
+      binarize: ``False`` = soft matrix (1/t inside a tie group of size t), ``True`` =
+        the official three-stage 0/1 matrix.
+
+    Returns:
+      float ``[batch_size, list_size]`` (float32 unless ``labels`` is float64).
+    """
+    start, size = tie_groups(labels, mask)
+    dtype = labels.dtype if labels.dtype.is_floating else tf.float32
+    start = tf.cast(start, dtype)
+    size = tf.cast(size, dtype)
+    rs = tf.reshape(tf.cast(row_start, dtype), [-1, 1])
+    re = tf.reshape(tf.cast(row_end, dtype), [-1, 1])
+    overlap = tf.maximum(tf.minimum(start + size, re) - tf.maximum(start, rs), 0.0)
+    mass = overlap if binarize else overlap / size
+    if mask is not None:
+        mass = mass * tf.cast(mask, dtype)
+    return mass
+
+
+def label_permutation_matrix(
+    labels: tf.Tensor, mask: tf.Tensor | None = None, binarize: bool = False
+) -> tf.Tensor:
+    """The exact label permutation matrix (what ``NeuralSort(labels, 1e-4)`` gives on integers).
+
+    Args:
+      labels: ``[batch_size, list_size]``, higher = better.
+      mask: optional 0/1 ``[batch_size, list_size]``; padded items get zero columns and the
+        rows ``r >= n_valid`` are zero.
+      binarize: ``True`` gives the official three-stage 0/1 version.
+
+    Returns:
+      float ``[batch_size, list_size, list_size]``, index ``[b, row, item]``.
+    """
+    key, valid = _key_and_valid(labels, mask)
+    dtype = labels.dtype if labels.dtype.is_floating else tf.float32
+    sorted_key = tf.sort(key, axis=-1)  # [B, N]: the key at each position
+    member = tf.equal(sorted_key[:, :, None], key[:, None, :]) & valid[:, None, :]  # [B, R, N]
+    n_valid = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True)  # [B, 1]
+    row_ok = tf.range(tf.shape(key)[1])[None, :] < n_valid  # [B, R]
+    member = tf.cast(member & row_ok[:, :, None], dtype)
+    if binarize:
+        return member
+    return tf.math.divide_no_nan(member, tf.reduce_sum(member, axis=-1, keepdims=True))

@@ -1,0 +1,103 @@
+"""Relaxed top-k membership from relaxed permutation matrices (pure TF).
+
+``membership_i = sum_{r < k} P[b, r, i]``: the relaxed probability that item ``i``
+is placed in the first ``k`` positions. LCRON normalises it by the detached column
+sum of ``P`` (lcron_method.md §3.1, Eq. 10) and also needs the complementary mass in
+rows ``k .. n-1`` ("down"), computed from those rows, not as ``1 - up``: the value
+is the same, the gradient is not, because the normaliser is detached but not constant.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from lcron_tf.ops import sorting, validation
+
+# The epsilon of the official code: added to every normaliser (and inside every log
+# of the losses). -log(EPS) = 13.8155 caps each log term.
+EPS = 1e-6
+
+
+def relaxed_topk_membership(perm: tf.Tensor, k: int) -> tf.Tensor:
+    """Sum of the first ``k`` rows of a relaxed permutation matrix.
+
+    Args:
+      perm: float ``[batch_size, list_size, list_size]`` (``[b, row, item]``).
+      k: int, ``1 <= k <= list_size``.
+
+    Returns:
+      ``[batch_size, list_size]``, same dtype as ``perm``.
+    """
+    k = validation.check_k("k", k, perm.shape[1])
+    return tf.reduce_sum(perm[:, :k, :], axis=1)
+
+
+def neural_sort_topk_membership(
+    scores: tf.Tensor, tau: float, k: int, mask: tf.Tensor | None = None
+) -> tf.Tensor:
+    """NeuralSort top-k membership from the first ``k`` rows only: O(N·k) memory, exact.
+
+    Equal to ``relaxed_topk_membership(neural_sort(scores, tau, mask), k)``.
+
+    Args:
+      scores: float ``[batch_size, list_size]``.
+      tau: temperature > 0.
+      k: int, ``1 <= k <= list_size``.
+      mask: optional 0/1 ``[batch_size, list_size]`` (padded items excluded).
+
+    Returns:
+      ``[batch_size, list_size]``, same dtype as ``scores`` (float32 for integer input).
+    """
+    k = validation.check_k("k", k, scores.shape[1])
+    logits = sorting.neural_sort_logits(scores, tau, mask, num_rows=k)  # [B, k, N]
+    rows = tf.nn.softmax(logits, axis=-1)
+    rows = sorting._zero_invalid(rows, None if mask is None else tf.cast(mask, tf.bool))
+    return tf.reduce_sum(rows, axis=1)
+
+
+def normalized_up_down(
+    scores: tf.Tensor,
+    k: int,
+    *,
+    tau: float,
+    sort: str,
+    row_limit: tf.Tensor,
+    col_mask: tf.Tensor,
+    sort_mask: tf.Tensor | None = None,
+    eps: float = EPS,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """LCRON's normalised "up" (rows < k) and "down" (rows k .. row_limit-1) column masses.
+
+    With ``P`` the relaxed permutation matrix of ``scores`` (``sort_mask`` chooses which
+    items are sorted), ``Pm[b, r, i] = P[b, r, i] * 1[r < row_limit_b] * col_mask[b, i]`` and
+    ``C = stop_gradient(sum_r Pm)``:
+
+      ``up_i = sum_{r<k} Pm[r, i] / (C_i + eps)``,
+      ``down_i = sum_{r>=k} Pm[r, i] / (C_i + eps)``.
+
+    Args:
+      scores: float ``[batch_size, list_size]``.
+      k: int, ``1 <= k <= list_size``.
+      tau: temperature > 0.
+      sort: ``"neural"`` or ``"soft"``.
+      row_limit: ``[batch_size]`` number of rows that count (the official code: the
+        candidate count; masked mode: the number of valid items).
+      col_mask: 0/1 ``[batch_size, list_size]`` columns that count.
+      sort_mask: optional 0/1 ``[batch_size, list_size]`` items included in the sort
+        (``None``: all items, as the official code).
+      eps: the normaliser epsilon.
+
+    Returns:
+      ``(up, down)``, each ``[batch_size, list_size]`` in the dtype of ``scores``.
+    """
+    perm = sorting.relaxed_sort(scores, tau, sort, sort_mask)  # [B, N, N]
+    dtype = perm.dtype
+    n_rows = tf.shape(perm)[1]
+    row_ok = tf.cast(
+        tf.cast(tf.range(n_rows), dtype)[None, :] < tf.cast(row_limit, dtype)[:, None], dtype
+    )  # [B, N]
+    perm = perm * row_ok[:, :, None] * tf.cast(col_mask, dtype)[:, None, :]
+    norm = tf.stop_gradient(tf.reduce_sum(perm, axis=1)) + eps  # [B, N]
+    up = tf.reduce_sum(perm[:, :k, :], axis=1) / norm
+    down = tf.reduce_sum(perm[:, k:, :], axis=1) / norm
+    return up, down
