@@ -8,7 +8,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from lcron_tf import _keras  # noqa: F401  (must run before any tf.keras access)
-from lcron_tf import layers, losses, ops
+from lcron_tf import (
+    _keras,  # noqa: F401  (must run before any tf.keras access)
+    layers,
+    losses,
+    ops,
+)
 
 __all__ = ["__version__", "layers", "losses", "ops"]

@@ -40,13 +40,18 @@ class _LcronTermsLoss(CascadeLoss):
             validation.check_choice("label_matrix", label_matrix, cascade.LABEL_MATRIX_CHOICES)
         self.label_matrix = label_matrix
 
-    def terms(
-        self, stage_logits: Sequence[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor
-    ) -> dict:
+    def terms(self, stage_logits: Sequence[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor) -> dict:
         """The dict of :func:`lcron_tf.ops.lcron_loss_terms` for these inputs."""
         return cascade.lcron_loss_terms(
-            stage_logits, labels, mask, gt_num=self.gt_num, stage_k=self.stage_k, tau=self.tau,
-            sort=self.sort, mode=self.mode, label_matrix=self.label_matrix,
+            stage_logits,
+            labels,
+            mask,
+            gt_num=self.gt_num,
+            stage_k=self.stage_k,
+            tau=self.tau,
+            sort=self.sort,
+            mode=self.mode,
+            label_matrix=self.label_matrix,
         )
 
     def get_config(self) -> dict:
@@ -109,17 +114,17 @@ class LcronLoss(_LcronTermsLoss):
             init_sigma=init_sigma, trainable=self.learn_weights, name=f"{name}_weighting"
         )
 
-    def terms(
-        self, stage_logits: Sequence[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor
-    ) -> dict:
+    def terms(self, stage_logits: Sequence[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor) -> dict:
         """``lcron_loss_terms`` plus ``"per_request"`` ``[B]`` (the weighted total per request),
         ``"weighted_total"`` (its mean) and ``"sigma"`` ``[num_stages]``."""
         t = super().terms(stage_logits, labels, mask)
         singles = tf.stack(t["single_per_request"], axis=1)  # [B, S]
         if singles.dtype != self.weighting.dtype and not self.weighting.built:
             self.weighting = UncertaintyWeighting(
-                init_sigma=self.init_sigma, trainable=self.learn_weights,
-                name=self.weighting.name, dtype=singles.dtype,
+                init_sigma=self.init_sigma,
+                trainable=self.learn_weights,
+                name=self.weighting.name,
+                dtype=singles.dtype,
             )
         weighted = tf.cast(self.weighting(singles), singles.dtype)
         t["per_request"] = t["e2e_per_request"] + weighted

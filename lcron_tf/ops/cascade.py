@@ -156,8 +156,14 @@ def lcron_loss_terms(
     ups, downs = [], []
     for x, k in zip(logits, ks):
         up, down = topk.normalized_up_down(
-            x, k, tau=tau, sort=sort, row_limit=count, col_mask=item_mask,
-            sort_mask=sort_mask, eps=eps,
+            x,
+            k,
+            tau=tau,
+            sort=sort,
+            row_limit=count,
+            col_mask=item_mask,
+            sort_mask=sort_mask,
+            eps=eps,
         )
         ups.append(up)
         downs.append(down)
@@ -167,8 +173,12 @@ def lcron_loss_terms(
 
     prod_up = tf.reduce_prod(tf.stack(ups), axis=0)
     prod_keep = tf.reduce_prod(1.0 - tf.stack(downs), axis=0)
+    # 1 - prod_keep >= 0 always; the maximum() is a no-op in value but stops XLA from
+    # re-associating (1 - p) + eps into (1 + eps) - p, which in float32 turns eps = 1e-6
+    # into 9.54e-7 and shifts every padded column's constant by 0.047.
+    lost = tf.maximum(1.0 - prod_keep, 0.0)
     e2e_items = -y * tf.math.log(prod_up + eps) - tf.clip_by_value(1.0 - y, 0.0, 1.0) * tf.math.log(
-        1.0 - prod_keep + eps
+        lost + eps
     )
     if mode == "masked":
         e2e_items = e2e_items * item_mask

@@ -80,6 +80,7 @@ def label_row_mass(
     Returns:
       float ``[batch_size, list_size]`` (float32 unless ``labels`` is float64).
     """
+    labels = tf.convert_to_tensor(labels)
     start, size = tie_groups(labels, mask)
     dtype = labels.dtype if labels.dtype.is_floating else tf.float32
     start = tf.cast(start, dtype)
@@ -107,6 +108,7 @@ def label_permutation_matrix(
     Returns:
       float ``[batch_size, list_size, list_size]``, index ``[b, row, item]``.
     """
+    labels = tf.convert_to_tensor(labels)
     key, valid = _key_and_valid(labels, mask)
     dtype = labels.dtype if labels.dtype.is_floating else tf.float32
     sorted_key = tf.sort(key, axis=-1)  # [B, N]: the key at each position

@@ -31,7 +31,9 @@ from lcron_tf.ops import validation
 MASKED_LOGIT = -1e30
 
 
-def _prepare(scores: tf.Tensor, mask: tf.Tensor | None, name: str) -> tuple[tf.Tensor, tf.Tensor | None]:
+def _prepare(
+    scores: tf.Tensor, mask: tf.Tensor | None, name: str
+) -> tuple[tf.Tensor, tf.Tensor | None]:
     scores = tf.convert_to_tensor(scores)
     validation.check_rank2(name, scores)
     if not scores.dtype.is_floating:
@@ -157,7 +159,9 @@ def soft_sort(scores: tf.Tensor, tau: float, mask: tf.Tensor | None = None) -> t
     return _zero_invalid(perm, mask)
 
 
-def relaxed_sort(scores: tf.Tensor, tau: float, sort: str = "neural", mask: tf.Tensor | None = None) -> tf.Tensor:
+def relaxed_sort(
+    scores: tf.Tensor, tau: float, sort: str = "neural", mask: tf.Tensor | None = None
+) -> tf.Tensor:
     """Dispatch to :func:`neural_sort` (``sort="neural"``) or :func:`soft_sort` (``"soft"``).
 
     Shapes and dtypes as in those functions.

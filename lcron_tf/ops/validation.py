@@ -69,9 +69,7 @@ def check_k(name: str, k: int, list_size: int | None) -> int:
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     """Return ``value``; raise ``ValueError`` if it is not one of ``choices``."""
     if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {tuple(choices)}. Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}. Received: {name}={value!r}")
     return value
 
 
