@@ -90,8 +90,8 @@ class CascadeSchema:
             value = getattr(self, field)
             if not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"`{field}` must be an int >= 1. Received: {field}={value!r}")
-        object.__setattr__(self, "user_feature_vocabs", tuple(int(v) for v in self.user_feature_vocabs))
-        object.__setattr__(self, "item_feature_vocabs", tuple(int(v) for v in self.item_feature_vocabs))
+        for field in ("user_feature_vocabs", "item_feature_vocabs"):
+            object.__setattr__(self, field, tuple(int(v) for v in getattr(self, field)))
         object.__setattr__(self, "stage_groups", tuple(str(v) for v in self.stage_groups))
         object.__setattr__(self, "quotas", tuple(int(v) for v in self.quotas))
         if self.gt_num > self.list_size:
@@ -125,7 +125,9 @@ class CascadeSchema:
             "user_features": tf.TensorSpec([b, self.num_user_features], tf.int64, "user_features"),
             "history": tf.TensorSpec([b, self.history_length], tf.int64, "history"),
             "item_id": tf.TensorSpec([b, n], tf.int64, "item_id"),
-            "item_features": tf.TensorSpec([b, n, self.num_item_features], tf.int64, "item_features"),
+            "item_features": tf.TensorSpec(
+                [b, n, self.num_item_features], tf.int64, "item_features"
+            ),
             "label": tf.TensorSpec([b, n], tf.float32, "label"),
             "mask": tf.TensorSpec([b, n], tf.float32, "mask"),
             "stage_group": tf.TensorSpec([b, n], tf.int32, "stage_group"),
@@ -166,3 +168,198 @@ def stack_requests(requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np
         k: np.stack([np.asarray(r[k]) for r in requests]).astype(DTYPES[k].as_numpy_dtype)
         for k in FEATURE_KEYS
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for numpy request arrays (additions; the canonical keys/dtypes/shapes above are fixed).
+# ---------------------------------------------------------------------------------------------
+
+TWO_STAGE_GROUPS = ("rank_pos", "rank_neg", "coarse_neg", "prerank_neg")
+"""RecFlow 2-stage stage groups, best first (N = 40 = 10 per group)."""
+
+THREE_STAGE_GROUPS = ("rerank_pos", "rerank_neg", "rank_neg", "coarse_neg", "prerank_neg")
+"""RecFlow 3-stage stage groups, best first (N = 50 = 10 per group)."""
+
+
+def _feature_shapes(schema: CascadeSchema) -> dict[str, tuple[int, ...]]:
+    """Per-request shape of every key (without the leading request axis)."""
+    n = schema.list_size
+    return {
+        "user_id": (),
+        "user_features": (schema.num_user_features,),
+        "history": (schema.history_length,),
+        "item_id": (n,),
+        "item_features": (n, schema.num_item_features),
+        "label": (n,),
+        "mask": (n,),
+        "stage_group": (n,),
+    }
+
+
+def num_requests(arrays: Mapping[str, np.ndarray]) -> int:
+    """Number of requests (first-axis length) of a dict of request arrays."""
+    return int(np.shape(arrays["user_id"])[0])
+
+
+def cast_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The canonical keys of ``arrays`` as numpy arrays with the canonical dtypes."""
+    return {
+        k: np.asarray(arrays[k]).astype(DTYPES[k].as_numpy_dtype, copy=False) for k in FEATURE_KEYS
+    }
+
+
+def _first_bad(bad: np.ndarray) -> int:
+    """Index of the first request (axis 0) where ``bad`` is true anywhere."""
+    return int(np.argmax(_per_request(bad)))
+
+
+def _per_request(bad: np.ndarray) -> np.ndarray:
+    return bad.reshape(bad.shape[0], -1).any(axis=1)
+
+
+def _check_structure(
+    arrays: Mapping[str, np.ndarray], schema: CascadeSchema, source: str
+) -> dict[str, np.ndarray]:
+    missing = [k for k in FEATURE_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{source}: missing keys {missing}; expected {list(FEATURE_KEYS)}")
+    a = {k: np.asarray(arrays[k]) for k in FEATURE_KEYS}
+    r = a["user_id"].shape[0] if a["user_id"].ndim == 1 else None
+    for key, shape in _feature_shapes(schema).items():
+        if r is None or a[key].shape != (r, *shape):
+            raise ValueError(
+                f"{source}: {key!r} has shape {a[key].shape}; expected {('R', *shape)} with the "
+                f"same R for every key (schema {schema.name!r})"
+            )
+        if key not in ("label", "mask") and not np.issubdtype(a[key].dtype, np.integer):
+            raise ValueError(f"{source}: {key!r} must be an integer array. Received {a[key].dtype}")
+    return a
+
+
+def _violations(
+    a: Mapping[str, np.ndarray], schema: CascadeSchema
+) -> list[tuple[str, str, np.ndarray]]:
+    """``(key, what, bad)`` for every value check; ``bad`` is bool, first axis = requests."""
+    uv = np.asarray(schema.user_feature_vocabs, np.int64)
+    iv = np.asarray(schema.item_feature_vocabs, np.int64)
+    g = len(schema.stage_groups)
+    mask = a["mask"]
+    real = mask == 1
+    return [
+        ("user_id", f"out of range [0, user_vocab={schema.user_vocab})",
+         (a["user_id"] < 0) | (a["user_id"] >= schema.user_vocab)),
+        ("history", f"out of range [0, item_vocab={schema.item_vocab})",
+         (a["history"] < 0) | (a["history"] >= schema.item_vocab)),
+        ("item_id", f"out of range [0, item_vocab={schema.item_vocab})",
+         (a["item_id"] < 0) | (a["item_id"] >= schema.item_vocab)),
+        ("user_features", f"out of range [0, user_feature_vocabs={schema.user_feature_vocabs})",
+         (a["user_features"] < 0) | (a["user_features"] >= uv)),
+        ("item_features", f"out of range [0, item_feature_vocabs={schema.item_feature_vocabs})",
+         (a["item_features"] < 0) | (a["item_features"] >= iv)),
+        ("mask", "must be 0 or 1", (mask != 0) & (mask != 1)),
+        ("stage_group", f"out of range [-1, {g}) for stage_groups={schema.stage_groups}",
+         (a["stage_group"] < -1) | (a["stage_group"] >= g)),
+        ("label", "is not finite", ~np.isfinite(a["label"])),
+        ("item_id", "is 0 (padding) where mask == 1", real & (a["item_id"] == 0)),
+        ("item_id", "is not 0 where mask == 0 (padded slot)", ~real & (a["item_id"] != 0)),
+        ("stage_group", "is -1 where mask == 1", real & (a["stage_group"] < 0)),
+        ("stage_group", "is not -1 where mask == 0", ~real & (a["stage_group"] != -1)),
+        ("item_features", "is not 0 where mask == 0 (padded slot)",
+         ~real[..., None] & (a["item_features"] != 0)),
+    ]
+
+
+def validate_arrays(
+    arrays: Mapping[str, np.ndarray], schema: CascadeSchema, *, source: str = "arrays"
+) -> None:
+    """Check a dict of request arrays (first axis = requests) against ``schema``.
+
+    Checks keys, shapes, integer dtypes of id fields, id ranges (``0 <= id < vocab``),
+    ``mask`` in {0, 1}, ``stage_group`` in ``[-1, len(stage_groups))``, finite labels, and
+    the padding convention (``mask == 0`` <=> ``item_id == 0`` <=> ``stage_group == -1``;
+    padded slots have all-zero ``item_features``). Labels of padded slots are *not* checked:
+    the RecFlow reader keeps the official code's padding labels (see ``docs/data.md``).
+
+    Args:
+      arrays: dict with the :data:`FEATURE_KEYS`, e.g. ``item_id`` int ``[R, N]``.
+      schema: the dataset schema.
+      source: a name for error messages (a file name, a builder name).
+
+    Raises:
+      ValueError: naming ``source``, the key and the first offending request index.
+    """
+    a = _check_structure(arrays, schema, source)
+    if a["user_id"].shape[0] == 0:
+        return
+    for key, what, bad in _violations(a, schema):
+        if bad.any():
+            raise ValueError(
+                f"{source}: request {_first_bad(bad)}: {key!r} {what} (schema {schema.name!r})"
+            )
+
+
+def invalid_requests(arrays: Mapping[str, np.ndarray], schema: CascadeSchema) -> np.ndarray:
+    """bool ``[R]``: requests that break a value check of :func:`validate_arrays`.
+
+    Raises ``ValueError`` for structural problems (missing keys, shapes, dtypes), which are
+    not per-request.
+    """
+    a = _check_structure(arrays, schema, "arrays")
+    bad = np.zeros(a["user_id"].shape[0], bool)
+    for _, _, b in _violations(a, schema):
+        if b.size:
+            bad |= _per_request(b)
+    return bad
+
+
+@dataclasses.dataclass
+class BuildReport:
+    """What a builder skipped (``skip_bad_records=True``) or dropped by design, and why.
+
+    Attributes:
+      skipped: number of bad input records skipped.
+      dropped: number of records left out by a documented rule (e.g. too short lists).
+      messages: the first problems, each naming the file and the record.
+    """
+
+    skipped: int = 0
+    dropped: int = 0
+    messages: list[str] = dataclasses.field(default_factory=list)
+    max_messages: int = 20
+
+    def skip(self, message: str) -> None:
+        self.skipped += 1
+        if len(self.messages) < self.max_messages:
+            self.messages.append(message)
+
+
+def select_requests(
+    arrays: Mapping[str, np.ndarray], index: np.ndarray | slice
+) -> dict[str, np.ndarray]:
+    """The requests ``index`` (an index array, boolean mask or slice) of every key."""
+    return {k: np.asarray(v)[index] for k, v in arrays.items()}
+
+
+def concat_requests(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate dicts of request arrays along the request axis (same keys in every part)."""
+    if not parts:
+        raise ValueError("`parts` must hold at least one dict of request arrays")
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts], axis=0) for k in parts[0]}
+
+
+def split_requests(
+    arrays: Mapping[str, np.ndarray], test_fraction: float, *, seed: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Random request-level ``(train, test)`` split; deterministic by ``seed``.
+
+    Both parts keep the original request order. Use it for sources without a natural time
+    split (the simulator); RecFlow and MovieLens have their own time-based splits.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(
+            f"`test_fraction` must be in (0, 1). Received: test_fraction={test_fraction}"
+        )
+    r = num_requests(arrays)
+    is_test = np.zeros(r, bool)
+    is_test[np.random.default_rng(seed).permutation(r)[: int(round(r * test_fraction))]] = True
+    return select_requests(arrays, ~is_test), select_requests(arrays, is_test)

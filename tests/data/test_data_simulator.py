@@ -1,0 +1,100 @@
+"""The RecFlow-shaped simulator: determinism, shapes, labels, stage groups, known truth."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from lcron_tf.data import (
+    THREE_STAGE_GROUPS,
+    TWO_STAGE_GROUPS,
+    SimulatorConfig,
+    simulate,
+    validate_arrays,
+)
+
+# Small world so the tests take well under a second each.
+SMALL = SimulatorConfig(
+    num_requests=300, num_users=100, num_items=600, history_length=8, user_log_length=24,
+    retrieval_size=120, prerank_keep=60, coarse_keep=40, rank_keep=20, rerank_keep=10,
+)
+
+
+def test_deterministic_by_seed_and_prefix_stable():
+    s1, a1 = simulate(SMALL)
+    s2, a2 = simulate(SMALL)
+    assert s1 == s2
+    for k in a1:
+        np.testing.assert_array_equal(a1[k], a2[k], err_msg=k)
+    _, b = simulate(SMALL, seed=1)
+    assert not np.array_equal(a1["item_id"], b["item_id"])
+    # The first k requests do not depend on how many are generated (chunked streams).
+    _, longer = simulate(SMALL, num_requests=1100)
+    for k in a1:
+        np.testing.assert_array_equal(a1[k], longer[k][:300], err_msg=k)
+
+
+@pytest.mark.parametrize("num_stages", [2, 3])
+def test_shapes_dtypes_and_schema(num_stages):
+    schema, arrays, truth = simulate(SMALL, num_stages=num_stages, return_truth=True)
+    n = 40 if num_stages == 2 else 50
+    assert schema.list_size == n and schema.history_length == 8
+    assert schema.stage_groups == (TWO_STAGE_GROUPS if num_stages == 2 else THREE_STAGE_GROUPS)
+    assert schema.quotas == ((30, 20) if num_stages == 2 else (40, 30, 20))
+    assert schema.gt_num == 10
+    validate_arrays(arrays, schema)
+    r = 300
+    assert arrays["item_id"].shape == (r, n) and arrays["item_id"].dtype == np.int64
+    assert arrays["item_features"].shape == (r, n, 5)
+    assert arrays["user_features"].shape == (r, 6)
+    assert arrays["label"].dtype == np.float32 and arrays["stage_group"].dtype == np.int32
+    assert truth["utility"].shape == (r, n) and truth["stage_scores"].shape == (r, n, 5)
+    assert truth["exposed"].shape == (r, n)
+    # Groups in order, 10 each; no duplicate candidates within a request.
+    np.testing.assert_array_equal(arrays["stage_group"][0], np.repeat(np.arange(n // 10), 10))
+    assert all(len(set(row)) == n for row in arrays["item_id"])
+    # History items are never candidates (no re-recommendation).
+    for hist, items in zip(arrays["history"], arrays["item_id"]):
+        assert not set(hist[hist > 0]) & set(items)
+
+
+def test_labels_follow_the_official_code():
+    _, a2 = simulate(SMALL)
+    lab = a2["label"]
+    pos = lab[:, :10]
+    assert ((pos >= 10) & (pos <= 29)).all()  # 30 - rank_index, rank_index in 1..20
+    assert all(len(set(row)) == 10 for row in pos)  # distinct rank_index
+    np.testing.assert_array_equal(lab[:, 10:], np.repeat([[7.0] * 10 + [6.0] * 10 + [5.0] * 10],
+                                                         300, 0))
+    _, a3 = simulate(SMALL, num_stages=3)
+    lab = a3["label"]
+    np.testing.assert_array_equal(np.sort(lab[:, :10], 1), np.tile(np.arange(20, 30), (300, 1)))
+    np.testing.assert_array_equal(lab[:, 10:], np.repeat(
+        [[8.0] * 10 + [7.0] * 10 + [6.0] * 10 + [5.0] * 10], 300, 0))
+
+
+def test_logged_cascade_is_consistent_and_biased():
+    _, a, truth = simulate(SMALL, num_requests=1000, return_truth=True)
+    ss = truth["stage_scores"].reshape(1000, 4, 10, 5).mean(axis=(0, 2))  # [group, stage]
+    # Each stage separates what it kept from what it cut.
+    assert ss[0, 3] > ss[1, 3]  # rank: rank_pos over rank_neg
+    assert ss[1, 2] > ss[2, 2]  # coarse: rank_neg over coarse_neg
+    assert ss[2, 1] > ss[3, 1]  # pre-rank: coarse_neg over prerank_neg
+    # The true utility is ordered by stage reached, but not perfectly (imperfect stages).
+    u = truth["utility"].reshape(1000, 4, 10).mean(axis=(0, 2))
+    assert u[0] > u[1] > u[2] > u[3]
+    pos_u, neg_u = truth["utility"][:, :10], truth["utility"][:, 10:20]
+    assert 0.05 < (neg_u.max(1) > pos_u.min(1)).mean()
+    # Only positives can be exposed; the rank stage's own top is not fully recoverable.
+    assert truth["exposed"][:, 10:].sum() == 0 and truth["exposed"][:, :10].any()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="num_stages"):
+        SimulatorConfig(num_stages=4)
+    with pytest.raises(ValueError, match="rank_neg pool"):
+        dataclasses.replace(SMALL, coarse_keep=25)
+    with pytest.raises(ValueError, match="retrieval_size"):
+        dataclasses.replace(SMALL, retrieval_size=600)
