@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	bash examples/demo_cli.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -728,6 +728,8 @@ def export(
         )
     # TF Serving only loads integer directories, so the temporary name is invisible to it.
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    # mkdtemp creates 0700; a TF Serving container usually runs as another user.
+    tmp.chmod(0o755)
     try:
         request = sample_request(schema, 2, list_size=module.max_list_size)
         tf.saved_model.save(
