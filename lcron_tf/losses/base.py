@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 
 from lcron_tf._keras import keras
-from lcron_tf.ops import inputs
+from lcron_tf.layers.uncertainty import UncertaintyWeighting
+from lcron_tf.ops import inputs, validation
 
 
 class CascadeLoss(keras.losses.Loss):
@@ -47,3 +48,31 @@ class CascadeLoss(keras.losses.Loss):
     ) -> tf.Tensor:
         labels, mask = inputs.split_labels_mask(y_true)
         return self.per_request(inputs.split_stages(y_pred), labels, mask)
+
+
+class UncertaintyWeightedMixin:
+    """For losses that weight per-stage terms by learned uncertainties (LCRON, ARF, ARF-v2).
+
+    Holds the :class:`UncertaintyWeighting` layer as ``self.weighting`` (a model must track it
+    for the sigmas to train: ``LcronTask`` and ``CascadeModel`` do) and its two options.
+    """
+
+    def _init_weighting(self, learn_weights: bool, init_sigma: float, name: str) -> None:
+        self.learn_weights = bool(learn_weights)
+        self.init_sigma = validation.check_positive("init_sigma", init_sigma)
+        self.weighting = UncertaintyWeighting(
+            init_sigma=self.init_sigma, trainable=self.learn_weights, name=f"{name}_weighting"
+        )
+
+    def _weighted(self, stacked: tf.Tensor) -> tf.Tensor:
+        """``[batch_size, num_stages]`` terms -> ``[batch_size]`` weighted sum + regulariser."""
+        if stacked.dtype != self.weighting.dtype and not self.weighting.built:
+            # First call in another float dtype (e.g. float64 checks): build in that dtype.
+            self.weighting = UncertaintyWeighting(
+                init_sigma=self.init_sigma, trainable=self.learn_weights,
+                name=self.weighting.name, dtype=stacked.dtype,
+            )
+        return tf.cast(self.weighting(stacked), stacked.dtype)
+
+    def _weighting_config(self) -> dict:
+        return {"learn_weights": self.learn_weights, "init_sigma": self.init_sigma}

@@ -33,8 +33,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from lcron_tf._keras import register_serializable
-from lcron_tf.layers.uncertainty import UncertaintyWeighting
-from lcron_tf.losses.base import CascadeLoss
+from lcron_tf.losses.base import CascadeLoss, UncertaintyWeightedMixin
 from lcron_tf.ops import baselines as bops
 from lcron_tf.ops import labels as labels_ops
 from lcron_tf.ops import sorting, topk, validation
@@ -521,7 +520,7 @@ class FsLambdaLoss(_BaselineLoss):
 
 
 @register_serializable
-class ArfLoss(_BaselineLoss):
+class ArfLoss(UncertaintyWeightedMixin, _BaselineLoss):
     """ARF (Wang et al. 2024, Adaptive Neural Ranking Framework), per stage, summed.
 
     For stage ``s`` with quota ``m = quotas[s]``, ``P`` = NeuralSort of its scores over the
@@ -565,11 +564,7 @@ class ArfLoss(_BaselineLoss):
         super().__init__(gt_num, name=name, **kwargs)
         self.quotas = _check_quotas(quotas)
         self.tau = validation.check_positive("tau", tau)
-        self.learn_weights = bool(learn_weights)
-        self.init_sigma = validation.check_positive("init_sigma", init_sigma)
-        self.weighting = UncertaintyWeighting(
-            init_sigma=self.init_sigma, trainable=self.learn_weights, name=f"{name}_weighting"
-        )
+        self._init_weighting(learn_weights, init_sigma, name)
 
     def relax(
         self, x: tf.Tensor, perm: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor, m: int
@@ -596,12 +591,7 @@ class ArfLoss(_BaselineLoss):
             glob.append(tf.math.divide_no_nan(ce, n * n))
             relax.append(self.relax(x, perm, labels, mask, m))
         stacked = tf.stack(glob, axis=1)  # [B, S]
-        if stacked.dtype != self.weighting.dtype and not self.weighting.built:
-            self.weighting = UncertaintyWeighting(
-                init_sigma=self.init_sigma, trainable=self.learn_weights,
-                name=self.weighting.name, dtype=stacked.dtype,
-            )
-        weighted = tf.cast(self.weighting(stacked), stacked.dtype)
+        weighted = self._weighted(stacked)
         return {
             "relax": relax,
             "global": glob,
@@ -619,8 +609,7 @@ class ArfLoss(_BaselineLoss):
             **super().get_config(),
             "quotas": self.quotas,
             "tau": self.tau,
-            "learn_weights": self.learn_weights,
-            "init_sigma": self.init_sigma,
+            **self._weighting_config(),
         }
 
 

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from lcron_tf._keras import register_serializable
-from lcron_tf.layers.uncertainty import UncertaintyWeighting
-from lcron_tf.losses.base import CascadeLoss
+from lcron_tf.losses.base import CascadeLoss, UncertaintyWeightedMixin
 from lcron_tf.ops import cascade, validation
 
 
@@ -67,7 +66,7 @@ class _LcronTermsLoss(CascadeLoss):
 
 
 @register_serializable
-class LcronLoss(_LcronTermsLoss):
+class LcronLoss(UncertaintyWeightedMixin, _LcronTermsLoss):
     """LCRON: ``L_e2e + sum_s 0.5 / sigma_s**2 * L_single_s + ln(prod_s sigma_s)``.
 
     ``sigma_s`` are learned (one per stage) in an :class:`UncertaintyWeighting` layer held
@@ -108,25 +107,14 @@ class LcronLoss(_LcronTermsLoss):
         **kwargs: object,
     ) -> None:
         super().__init__(gt_num, stage_k, tau, sort, mode, label_matrix, name=name, **kwargs)
-        self.learn_weights = bool(learn_weights)
-        self.init_sigma = float(init_sigma)
-        self.weighting = UncertaintyWeighting(
-            init_sigma=init_sigma, trainable=self.learn_weights, name=f"{name}_weighting"
-        )
+        self._init_weighting(learn_weights, init_sigma, name)
 
     def terms(self, stage_logits: Sequence[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor) -> dict:
         """``lcron_loss_terms`` plus ``"per_request"`` ``[B]`` (the weighted total per request),
         ``"weighted_total"`` (its mean) and ``"sigma"`` ``[num_stages]``."""
         t = super().terms(stage_logits, labels, mask)
         singles = tf.stack(t["single_per_request"], axis=1)  # [B, S]
-        if singles.dtype != self.weighting.dtype and not self.weighting.built:
-            self.weighting = UncertaintyWeighting(
-                init_sigma=self.init_sigma,
-                trainable=self.learn_weights,
-                name=self.weighting.name,
-                dtype=singles.dtype,
-            )
-        weighted = tf.cast(self.weighting(singles), singles.dtype)
+        weighted = self._weighted(singles)
         t["per_request"] = t["e2e_per_request"] + weighted
         t["weighted_total"] = tf.reduce_mean(t["per_request"])
         t["sigma"] = self.weighting.sigma
@@ -138,11 +126,7 @@ class LcronLoss(_LcronTermsLoss):
         return self.terms(stage_logits, labels, mask)["per_request"]
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "learn_weights": self.learn_weights,
-            "init_sigma": self.init_sigma,
-        }
+        return {**super().get_config(), **self._weighting_config()}
 
 
 @register_serializable
