@@ -12,7 +12,10 @@ from lcron_tf import (
     _keras,  # noqa: F401  (must run before any tf.keras access)
     layers,
     losses,
+    metrics,
     ops,
 )
 
-__all__ = ["__version__", "layers", "losses", "ops"]
+# models (TFRS glue), data, serving and cli are imported on demand:
+# `from lcron_tf.models import CascadeModel`, `from lcron_tf.data import simulate`, ...
+__all__ = ["__version__", "layers", "losses", "metrics", "ops"]
