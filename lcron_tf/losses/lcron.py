@@ -22,6 +22,7 @@ class _LcronTermsLoss(CascadeLoss):
         sort: str = "neural",
         mode: str = "masked",
         label_matrix: str | None = None,
+        impl: str = "auto",
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
@@ -38,6 +39,7 @@ class _LcronTermsLoss(CascadeLoss):
         if label_matrix is not None:
             validation.check_choice("label_matrix", label_matrix, cascade.LABEL_MATRIX_CHOICES)
         self.label_matrix = label_matrix
+        self.impl = validation.check_choice("impl", impl, validation.IMPL_CHOICES)
 
     def terms(self, stage_logits: Sequence[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor) -> dict:
         """The dict of :func:`lcron_tf.ops.lcron_loss_terms` for these inputs."""
@@ -51,6 +53,7 @@ class _LcronTermsLoss(CascadeLoss):
             sort=self.sort,
             mode=self.mode,
             label_matrix=self.label_matrix,
+            impl=self.impl,
         )
 
     def get_config(self) -> dict:
@@ -62,6 +65,7 @@ class _LcronTermsLoss(CascadeLoss):
             "sort": self.sort,
             "mode": self.mode,
             "label_matrix": self.label_matrix,
+            "impl": self.impl,
         }
 
 
@@ -84,6 +88,8 @@ class LcronLoss(UncertaintyWeightedMixin, _LcronTermsLoss):
       mode: ``"masked"`` (default: padded candidates fully excluded) or ``"reference"``
         (bit-faithful to the official code, prefix mask and all).
       label_matrix: ``None`` (mode's default), ``"soft"`` or ``"binary"``.
+      impl: ``"auto"`` (dense N x N path for small lists, the exact memory-lean path for
+        long ones), ``"dense"`` or ``"lean"``; see :func:`lcron_tf.ops.normalized_up_down`.
       learn_weights: learn the ``sigma_s``; ``False`` fixes them at 1.
       init_sigma: initial ``sigma_s`` (official: 1.0).
       **kwargs: ``reduction`` and ``name`` of ``keras.losses.Loss``.
@@ -101,12 +107,15 @@ class LcronLoss(UncertaintyWeightedMixin, _LcronTermsLoss):
         sort: str = "neural",
         mode: str = "masked",
         label_matrix: str | None = None,
+        impl: str = "auto",
         learn_weights: bool = True,
         init_sigma: float = 1.0,
         name: str = "lcron_loss",
         **kwargs: object,
     ) -> None:
-        super().__init__(gt_num, stage_k, tau, sort, mode, label_matrix, name=name, **kwargs)
+        super().__init__(
+            gt_num, stage_k, tau, sort, mode, label_matrix, impl, name=name, **kwargs
+        )
         self._init_weighting(learn_weights, init_sigma, name)
 
     def terms(self, stage_logits: Sequence[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor) -> dict:

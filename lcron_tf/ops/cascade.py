@@ -87,6 +87,7 @@ def lcron_loss_terms(
     *,
     label_matrix: str | None = None,
     eps: float = topk.EPS,
+    impl: str = "auto",
 ) -> dict:
     """Compute the LCRON loss terms for a batch of requests.
 
@@ -105,6 +106,12 @@ def lcron_loss_terms(
       label_matrix: ``"soft"`` or ``"binary"``; ``None`` = soft, except reference mode with
         3+ stages, which uses binary as the official three-stage code.
       eps: epsilon of the normalisers and logs (1e-6 as in the official code).
+      impl: how each stage's relaxed top-k terms are computed (same values and gradients,
+        to rounding): ``"dense"`` materialises the ``[batch_size, list_size, list_size]``
+        matrix (the reference), ``"lean"`` never does (:mod:`lcron_tf.ops.lean`: NeuralSort
+        by row chunks with recomputation, O(B N chunk) memory; SoftSort by exact one-sided
+        scans, O(B N) memory), ``"auto"`` picks lean when the static ``list_size`` exceeds
+        ``topk.LEAN_MIN_LIST_SIZE`` (see :func:`lcron_tf.ops.topk.resolve_impl`).
 
     Returns:
       A dict of tensors in the dtype of ``stage_logits[0]`` (float32 for non-float input):
@@ -119,7 +126,7 @@ def lcron_loss_terms(
     Raises:
       ValueError: empty ``stage_logits``, inputs not of rank 2 or of different shapes,
         ``gt_num``/``stage_k`` outside ``[1, list_size]``, ``tau <= 0``, an unknown
-        ``sort``/``mode``/``label_matrix``.
+        ``sort``/``mode``/``label_matrix``/``impl``.
     """
     logits, labels, mask, dtype = _check_inputs(stage_logits, labels, mask)
     list_size = labels.shape[1]
@@ -128,6 +135,7 @@ def lcron_loss_terms(
     tau = validation.check_positive("tau", tau)
     validation.check_choice("sort", sort, validation.SORT_CHOICES)
     validation.check_choice("mode", mode, validation.MODE_CHOICES)
+    validation.check_choice("impl", impl, validation.IMPL_CHOICES)
     if label_matrix is None:
         label_matrix = "binary" if (mode == "reference" and len(logits) >= 3) else "soft"
     validation.check_choice("label_matrix", label_matrix, LABEL_MATRIX_CHOICES)
@@ -164,6 +172,7 @@ def lcron_loss_terms(
             col_mask=item_mask,
             sort_mask=sort_mask,
             eps=eps,
+            impl=impl,
         )
         ups.append(up)
         downs.append(down)

@@ -11,11 +11,37 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from lcron_tf.ops import sorting, validation
+from lcron_tf.ops import lean, sorting, validation
 
 # The epsilon of the official code: added to every normaliser (and inside every log
 # of the losses). -log(EPS) = 13.8155 caps each log term.
 EPS = 1e-6
+
+# impl="auto" uses the lean (no [B, N, N]) path when the static list size exceeds this,
+# per relaxed sort. Measured (benchmarks/RESULTS.md, XLA, fwd+bwd of the up/down terms):
+# lean is faster than dense from N = 40 up (about 0.6x the time at N = 40, 0.2-0.5x at
+# N = 100-128, and the gap grows as N), so the threshold is set by the paper sizes instead:
+# N <= 50 (RecFlow 2-stage N = 40, 3-stage N = 50) keeps the dense matrix, whose numbers
+# match the official code bit for bit; anything longer takes the lean path.
+LEAN_MIN_LIST_SIZE = {"neural": 50, "soft": 50}
+
+
+def resolve_impl(impl: str, sort: str, list_size: int | None) -> str:
+    """``"dense"`` or ``"lean"`` for ``impl`` in ``("auto", "dense", "lean")``.
+
+    ``"auto"`` picks ``"lean"`` when the static ``list_size`` exceeds
+    ``LEAN_MIN_LIST_SIZE[sort]`` or is unknown, ``"dense"`` otherwise.
+
+    Raises:
+      ValueError: an unknown ``impl`` or ``sort``.
+    """
+    validation.check_choice("impl", impl, validation.IMPL_CHOICES)
+    validation.check_choice("sort", sort, validation.SORT_CHOICES)
+    if impl != "auto":
+        return impl
+    if list_size is None or list_size > LEAN_MIN_LIST_SIZE[sort]:
+        return "lean"
+    return "dense"
 
 
 def relaxed_topk_membership(perm: tf.Tensor, k: int) -> tf.Tensor:
@@ -65,6 +91,7 @@ def normalized_up_down(
     col_mask: tf.Tensor,
     sort_mask: tf.Tensor | None = None,
     eps: float = EPS,
+    impl: str = "auto",
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """LCRON's normalised "up" (rows < k) and "down" (rows k .. row_limit-1) column masses.
 
@@ -86,10 +113,24 @@ def normalized_up_down(
       sort_mask: optional 0/1 ``[batch_size, list_size]`` items included in the sort
         (``None``: all items, as the official code).
       eps: the normaliser epsilon.
+      impl: ``"dense"`` (materialise ``P``, ``[B, N, N]``: the reference), ``"lean"``
+        (:mod:`lcron_tf.ops.lean`: NeuralSort by row chunks with recomputation, O(B N chunk)
+        memory; SoftSort by one-sided scans, O(B N log N) time, O(B N) memory; equal to
+        dense to rounding, values and gradients), or ``"auto"`` (lean when the static
+        ``list_size`` exceeds ``LEAN_MIN_LIST_SIZE[sort]``, see :func:`resolve_impl`).
 
     Returns:
       ``(up, down)``, each ``[batch_size, list_size]`` in the dtype of ``scores``.
+
+    Raises:
+      ValueError: an unknown ``impl`` or ``sort``.
     """
+    list_size = tf.convert_to_tensor(scores).shape[1]
+    if resolve_impl(impl, sort, list_size) == "lean":
+        return lean.normalized_up_down_lean(
+            scores, k, tau=tau, sort=sort, row_limit=row_limit, col_mask=col_mask,
+            sort_mask=sort_mask, eps=eps,
+        )
     perm = sorting.relaxed_sort(scores, tau, sort, sort_mask)  # [B, N, N]
     dtype = perm.dtype
     n_rows = tf.shape(perm)[1]

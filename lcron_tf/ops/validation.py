@@ -14,6 +14,7 @@ import tensorflow as tf
 
 SORT_CHOICES = ("neural", "soft")
 MODE_CHOICES = ("reference", "masked")
+IMPL_CHOICES = ("auto", "dense", "lean")
 
 
 def float_dtype(x: tf.Tensor) -> tf.DType:

@@ -60,6 +60,7 @@ def test_config_round_trip_and_serialization(cls):
         tau=3.0,
         sort="soft",
         mode="reference",
+        impl="lean",
         label_matrix="binary",
         name="x",
     )

@@ -185,3 +185,22 @@ def test_loss_gradient_float64_against_torch_autograd(sort, num_stages):
     np.testing.assert_allclose(float(total), ref["total"], rtol=1e-12)
     for g, rg in zip(tape.gradient(total, xs), ref["grads"]):
         np.testing.assert_allclose(g.numpy(), rg, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_tie_groups_match_brute_force_eager_and_xla(use_mask):
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 4, size=(5, 13)).astype(np.float32)
+    mask = (rng.random((5, 13)) < 0.7).astype(np.float32) if use_mask else None
+    valid = np.ones_like(labels, bool) if mask is None else mask > 0
+    expect_start = np.zeros(labels.shape, np.int32)
+    expect_size = np.zeros(labels.shape, np.int32)
+    for b in range(5):
+        for i in range(13):
+            if valid[b, i]:
+                expect_start[b, i] = np.sum(valid[b] & (labels[b] > labels[b, i]))
+                expect_size[b, i] = np.sum(valid[b] & (labels[b] == labels[b, i]))
+    xla = tf.function(lambda lab, m: ops.tie_groups(lab, m), jit_compile=True)
+    for start, size in (ops.tie_groups(labels, mask), xla(labels, mask)):
+        np.testing.assert_array_equal(np.where(valid, start.numpy(), 0), expect_start)
+        np.testing.assert_array_equal(np.where(valid, size.numpy(), 0), expect_size)
