@@ -41,6 +41,21 @@ def default_metrics(
     return out
 
 
+# Embedding gradients arrive as IndexedSlices. For tables up to this many elements they are
+# densified before the optimizer: the compiled (XLA) sparse Adam update is several times
+# slower than the dense one at these sizes (benchmarks/RESULTS.md §5), and a dense update is
+# also what the official PyTorch code does (nn.Embedding gives dense gradients).
+DENSE_GRADIENT_MAX_ELEMENTS = 1 << 22
+
+
+def _densify(grad: tf.Tensor | tf.IndexedSlices, var: tf.Variable) -> tf.Tensor | tf.IndexedSlices:
+    if isinstance(grad, tf.IndexedSlices):
+        size = var.shape.num_elements()
+        if size is not None and size <= DENSE_GRADIENT_MAX_ELEMENTS:
+            return tf.convert_to_tensor(grad)
+    return grad
+
+
 class CascadeModel(tfrs.Model):
     """A cascade of stage models (retrieval -> ... -> ranking) trained as one network.
 
@@ -333,7 +348,7 @@ class CascadeModel(tfrs.Model):
         variables = self.trainable_variables
         grads = tape.gradient(total, variables)
         self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None]
+            [(_densify(g, v), v) for g, v in zip(grads, variables) if g is not None]
         )
         return self._logs(loss, reg, total)
 
