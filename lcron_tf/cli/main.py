@@ -368,6 +368,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         vb = min(t.batch_size, len(test["label"]))
         val_ds = to_dataset(test, vb, shuffle=False, drop_remainder=True)
+    if restored is None and val_ds is not None:
+        # The untrained cascade on the test set, so the log shows "before" next to "after".
+        before = model.evaluate(val_ds, verbose=0, return_dict=True)
+        shown = {k: v for k, v in before.items() if "recall" in k}
+        log("before training (untrained model, test set): "
+            + ", ".join(f"{k} {float(v):.4f}" for k, v in shown.items()))
     callbacks: list[Any] = [
         keras.callbacks.BackupAndRestore(str(backup), save_freq=t.steps_per_checkpoint,
                                          delete_checkpoint=False),
