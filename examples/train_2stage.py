@@ -45,9 +45,10 @@ def run(config: Path, overrides: list[str]) -> dict[str, float]:
     return metrics
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", type=Path, default=CONFIG)
+def main(default_config: Path = CONFIG, doc: str = __doc__) -> None:
+    """Command line of this script and of train_3stage.py (another default config)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--config", type=Path, default=default_config)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quick", action="store_true", help="toy size")
     args = p.parse_args()
