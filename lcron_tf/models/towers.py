@@ -346,6 +346,27 @@ class MlpPreRanker(_SchemaTower):
         )
         self.head = mlp((*self.hidden_units, 1), final_activation=None, name="mlp")
 
+    def attention_logits(self, hist_emb: tf.Tensor, cand_emb: tf.Tensor) -> tf.Tensor:
+        """``MLP_att([hist_emb_bh ‖ cand_emb_bn])`` for every (candidate, history) pair.
+
+        Equal (to float rounding) to applying ``self.attention`` to the concatenated
+        ``[B, N, H, 2d]`` pairs, evaluated split as described in the class docstring.
+
+        Args:
+          hist_emb: float32 ``[B, H, d]`` history item embeddings.
+          cand_emb: float32 ``[B, N, d]`` candidate embeddings.
+
+        Returns:
+          float32 ``[B, N, H]`` attention logits (before masking and softmax).
+        """
+        d = self.emb_dim
+        first, last = self.attention.layers
+        kernel = first.kernel  # [2d, U]: history rows first, then candidate rows
+        a = tf.einsum("bhd,du->bhu", hist_emb, kernel[:d])  # [B, H, U]
+        c = tf.einsum("bnd,du->bnu", cand_emb, kernel[d:]) + first.bias  # [B, N, U]
+        hidden = first.activation(c[:, :, None, :] + a[:, None, :, :])  # [B, N, H, U]
+        return tf.einsum("bnhu,u->bnh", hidden, last.kernel[:, 0]) + last.bias[0]
+
     def call(self, batch: Batch, training: bool = False) -> tf.Tensor:
         hist, hmask = self._history(batch)
         user = tf.concat(
@@ -371,6 +392,13 @@ class DinRanker(_SchemaTower):
     empty history gives a zero interest vector), ``interest_bn = sum_h a_bnh hist_emb_bh``,
     then ``[user ‖ interest ‖ candidate] -> 128 -> 128 -> 32 -> 1`` (ReLU). History items
     and candidates share the item-id embedding table, so attention compares like with like.
+
+    The attention MLP's first layer is evaluated split (exact, same weights): with its
+    kernel ``[W_h; W_c]``, ``W_h h + W_c c + bias`` is ``A_bh + C_bn`` with ``A = hist W_h``
+    (``[B, H, U]``) and ``C = cand W_c + bias`` (``[B, N, U]``), so the ``[B, N, H, 2d]``
+    pair tensor and its ``B N H × 2d × U`` matmul are never formed: only the broadcast sum,
+    the ReLU and the ``U -> 1`` projection run at ``[B, N, H, U]`` (1.6x faster forward +
+    backward at the paper size without XLA, 1.3x with; benchmarks/RESULTS.md §5).
 
     Args:
       schema: the dataset's :class:`~lcron_tf.data.schema.CascadeSchema`.
@@ -413,22 +441,37 @@ class DinRanker(_SchemaTower):
         self.attention = mlp(
             (self.attention_units, 1), final_activation=None, name="attention_mlp"
         )
+        # Built now: attention_logits reads the layers' weights directly.
+        self.attention.build(tf.TensorShape([None, 2 * self.emb_dim]))
         self.head = mlp((*self.hidden_units, 1), final_activation=None, name="mlp")
+
+    def attention_logits(self, hist_emb: tf.Tensor, cand_emb: tf.Tensor) -> tf.Tensor:
+        """``MLP_att([hist_emb_bh ‖ cand_emb_bn])`` for every (candidate, history) pair.
+
+        Equal (to float rounding) to applying ``self.attention`` to the concatenated
+        ``[B, N, H, 2d]`` pairs, evaluated split as described in the class docstring.
+
+        Args:
+          hist_emb: float32 ``[B, H, d]`` history item embeddings.
+          cand_emb: float32 ``[B, N, d]`` candidate embeddings.
+
+        Returns:
+          float32 ``[B, N, H]`` attention logits (before masking and softmax).
+        """
+        d = self.emb_dim
+        first, last = self.attention.layers
+        kernel = first.kernel  # [2d, U]: history rows first, then candidate rows
+        a = tf.einsum("bhd,du->bhu", hist_emb, kernel[:d])  # [B, H, U]
+        c = tf.einsum("bnd,du->bnu", cand_emb, kernel[d:]) + first.bias  # [B, N, U]
+        hidden = first.activation(c[:, :, None, :] + a[:, None, :, :])  # [B, N, H, U]
+        return tf.einsum("bnhu,u->bnh", hidden, last.kernel[:, 0]) + last.bias[0]
 
     def call(self, batch: Batch, training: bool = False) -> tf.Tensor:
         hist, hmask = self._history(batch)  # [B, H]
         hist_emb = self.item_id_embedding(hist)  # [B, H, d]
         cand_emb = self.item_id_embedding(tf.cast(batch["item_id"], tf.int64))  # [B, N, d]
         n = tf.shape(cand_emb)[1]
-        h = tf.shape(hist_emb)[1]
-        pairs = tf.concat(
-            [
-                tf.repeat(hist_emb[:, None, :, :], n, axis=1),  # [B, N, H, d]
-                tf.repeat(cand_emb[:, :, None, :], h, axis=2),  # [B, N, H, d]
-            ],
-            axis=-1,
-        )  # [B, N, H, 2d]
-        logits = tf.squeeze(self.attention(pairs, training=training), axis=-1)  # [B, N, H]
+        logits = self.attention_logits(hist_emb, cand_emb)  # [B, N, H]
         valid = hmask[:, None, :] > 0
         logits = tf.where(valid, logits, tf.constant(-1e9, logits.dtype))
         weights = tf.nn.softmax(logits, axis=-1) * tf.cast(valid, logits.dtype)
