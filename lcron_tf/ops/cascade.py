@@ -156,8 +156,11 @@ def lcron_loss_terms(
         denom = count
 
     # Label mass in the first gt_num rows (y) and in rows gt_num .. count-1 (z).
-    y = labels_ops.label_row_mass(labels, 0, tf.minimum(count, gt_num), group_mask, binarize)
-    z = labels_ops.label_row_mass(labels, gt_num, count, group_mask, binarize)
+    groups = labels_ops.tie_groups(labels, group_mask)
+    y = labels_ops.label_row_mass(
+        labels, 0, tf.minimum(count, gt_num), group_mask, binarize, groups=groups
+    )
+    z = labels_ops.label_row_mass(labels, gt_num, count, group_mask, binarize, groups=groups)
     y = y * item_mask
     z = z * item_mask
 

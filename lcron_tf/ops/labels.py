@@ -40,6 +40,12 @@ def _key_and_valid(labels: tf.Tensor, mask: tf.Tensor | None) -> tuple[tf.Tensor
     return tf.where(valid, key, big), valid
 
 
+# Up to this static list size, tie groups are counted pairwise (one fused O(B N^2) pass)
+# instead of by a sort: XLA's CPU sort costs ~75-100 ns per element, and the pairwise count
+# was ~2.5x faster at N = 40 (benchmarks/RESULTS.md §4).
+PAIRWISE_MAX_LIST_SIZE = 64
+
+
 def tie_groups(labels: tf.Tensor, mask: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """First sorted position and size of each item's tie group.
 
@@ -51,10 +57,31 @@ def tie_groups(labels: tf.Tensor, mask: tf.Tensor | None = None) -> tuple[tf.Ten
     Returns:
       ``(start, size)``: int32 ``[batch_size, list_size]``; ``start[b, i]`` is the number of
       (valid) items with a strictly greater label, ``size[b, i]`` the number with an equal one.
+      (Padded items form one group after the valid ones.)
     """
     key, _ = _key_and_valid(labels, mask)
-    # One sort, then tie groups as runs of equal keys: O(N log N) time and O(N) memory, also
-    # under XLA (tf.searchsorted lowers to an O(N^2) comparison there).
+    n_static = key.shape[1]
+    if n_static is not None and n_static <= PAIRWISE_MAX_LIST_SIZE:
+        return _tie_groups_pairwise(key)
+    return _tie_groups_sorted(key)
+
+
+def _tie_groups_pairwise(key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Counts of smaller and equal keys per item in one reduction (static ``N`` <= 64)."""
+    n = key.shape[1]
+    lower = key[:, None, :] < key[:, :, None]  # [B, i, j]: key_j < key_i
+    equal = key[:, None, :] == key[:, :, None]
+    # lt + (n + 1) * eq in one int32 sum; both counts are <= n, so the code is invertible.
+    code = tf.where(lower, 1, tf.where(equal, n + 1, 0))
+    total = tf.reduce_sum(code, axis=-1)
+    return total % (n + 1), total // (n + 1)
+
+
+def _tie_groups_sorted(key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One stable sort, then tie groups as runs of equal keys: O(N log N) time, O(N) memory.
+
+    Also under XLA (``tf.searchsorted`` lowers to an O(N^2) comparison there).
+    """
     order = tf.argsort(key, axis=-1, stable=True)  # ascending key = descending label
     sorted_key = tf.gather(key, order, batch_dims=1)
     batch, n = tf.shape(key)[0], tf.shape(key)[1]
@@ -78,6 +105,8 @@ def label_row_mass(
     row_end: int | tf.Tensor,
     mask: tf.Tensor | None = None,
     binarize: bool = False,
+    *,
+    groups: tuple[tf.Tensor, tf.Tensor] | None = None,
 ) -> tf.Tensor:
     """``sum_{row_start <= r < row_end} Lab[b, r, i]`` for each item, without building ``Lab``.
 
@@ -89,12 +118,14 @@ def label_row_mass(
       mask: optional 0/1 ``[batch_size, list_size]`` (see :func:`tie_groups`); padded items get 0.
       binarize: ``False`` = soft matrix (1/t inside a tie group of size t), ``True`` =
         the official three-stage 0/1 matrix.
+      groups: optional ``tie_groups(labels, mask)``, to share one computation between
+        several blocks of rows.
 
     Returns:
       float ``[batch_size, list_size]`` (float32 unless ``labels`` is float64).
     """
     labels = tf.convert_to_tensor(labels)
-    start, size = tie_groups(labels, mask)
+    start, size = tie_groups(labels, mask) if groups is None else groups
     dtype = labels.dtype if labels.dtype.is_floating else tf.float32
     start = tf.cast(start, dtype)
     size = tf.cast(size, dtype)

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from lcron_tf import ops
+from lcron_tf.ops import labels as labels_mod
 
 
 def np_neural_sort(s, tau):
@@ -187,16 +188,19 @@ def test_loss_gradient_float64_against_torch_autograd(sort, num_stages):
         np.testing.assert_allclose(g.numpy(), rg, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("n", [13, 64, 65, 90])  # pairwise up to N = 64, sorted above
 @pytest.mark.parametrize("use_mask", [False, True])
-def test_tie_groups_match_brute_force_eager_and_xla(use_mask):
+def test_tie_groups_match_brute_force_eager_and_xla(use_mask, n):
+    assert (n <= labels_mod.PAIRWISE_MAX_LIST_SIZE) == (n in (13, 64))
     rng = np.random.default_rng(12)
-    labels = rng.integers(0, 4, size=(5, 13)).astype(np.float32)
-    mask = (rng.random((5, 13)) < 0.7).astype(np.float32) if use_mask else None
+    labels = rng.integers(0, 4, size=(5, n)).astype(np.float32)
+    labels[0] = 1.0  # one group spanning the whole list
+    mask = (rng.random((5, n)) < 0.7).astype(np.float32) if use_mask else None
     valid = np.ones_like(labels, bool) if mask is None else mask > 0
     expect_start = np.zeros(labels.shape, np.int32)
     expect_size = np.zeros(labels.shape, np.int32)
     for b in range(5):
-        for i in range(13):
+        for i in range(n):
             if valid[b, i]:
                 expect_start[b, i] = np.sum(valid[b] & (labels[b] > labels[b, i]))
                 expect_size[b, i] = np.sum(valid[b] & (labels[b] == labels[b, i]))
@@ -204,3 +208,14 @@ def test_tie_groups_match_brute_force_eager_and_xla(use_mask):
     for start, size in (ops.tie_groups(labels, mask), xla(labels, mask)):
         np.testing.assert_array_equal(np.where(valid, start.numpy(), 0), expect_start)
         np.testing.assert_array_equal(np.where(valid, size.numpy(), 0), expect_size)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_tie_groups_pairwise_equals_sorted_on_every_item(use_mask):
+    # Padded items included: both paths put them in one group after the valid items.
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 5, size=(7, 40)).astype(np.float32)
+    mask = (rng.random((7, 40)) < 0.6).astype(np.float32) if use_mask else None
+    key, _ = labels_mod._key_and_valid(labels, mask)
+    for got, want in zip(labels_mod._tie_groups_pairwise(key), labels_mod._tie_groups_sorted(key)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
