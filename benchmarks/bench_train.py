@@ -47,7 +47,12 @@ def cached_batches(arrays: dict, num_batches: int) -> tf.data.Dataset:
     from lcron_tf.data.tfrecord import to_dataset
 
     ds = to_dataset(arrays, BATCH, shuffle=False, drop_remainder=True)
-    return ds.take(num_batches).cache().repeat()
+    # tf.data autotuning off: with it, deleting the iterator at the end of a fit call slept
+    # ~2.5 s (idle) in about half of the calls (TF 2.21, measured; RESULTS.md §5), which
+    # landed in the timed round of whichever setting ran it. The data is in memory anyway.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.take(num_batches).cache().repeat().with_options(options)
 
 
 def build(mods: dict, schema: object, jit: bool, seed: int = 0) -> object:
@@ -60,7 +65,20 @@ def build(mods: dict, schema: object, jit: bool, seed: int = 0) -> object:
 
 
 def throughput(mods: dict, schema: object, ds: tf.data.Dataset, steps: int, rounds: int) -> dict:
-    """requests/s of ``fit`` for jit off/on, alternated ``rounds`` times."""
+    """requests/s of ``fit`` for jit off/on, alternated ``rounds`` times.
+
+    A round is one ``fit`` call of ``steps`` steps, timed from ``on_train_begin`` to
+    ``on_train_end`` (the training loop; not the data-iterator set-up and teardown).
+    """
+    keras = mods["keras"]
+
+    class LoopTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            self.seconds = time.perf_counter() - self.start
+
     out: dict[str, list[float]] = {"xla_off": [], "xla_on": []}
     compile_s: dict[str, float] = {}
     models = {}
@@ -71,9 +89,9 @@ def throughput(mods: dict, schema: object, ds: tf.data.Dataset, steps: int, roun
         compile_s[name] = time.perf_counter() - start
     for _ in range(rounds):
         for name, model in models.items():
-            start = time.perf_counter()
-            model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-            out[name].append(steps * BATCH / (time.perf_counter() - start))
+            timer = LoopTimer()
+            model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+            out[name].append(steps * BATCH / timer.seconds)
     res = {name: {"requests_per_s": statistics.median(v), "best": max(v), "all": v,
                   "warmup_s": compile_s[name]}
            for name, v in out.items()}
