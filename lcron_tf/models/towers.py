@@ -346,27 +346,6 @@ class MlpPreRanker(_SchemaTower):
         )
         self.head = mlp((*self.hidden_units, 1), final_activation=None, name="mlp")
 
-    def attention_logits(self, hist_emb: tf.Tensor, cand_emb: tf.Tensor) -> tf.Tensor:
-        """``MLP_att([hist_emb_bh ‖ cand_emb_bn])`` for every (candidate, history) pair.
-
-        Equal (to float rounding) to applying ``self.attention`` to the concatenated
-        ``[B, N, H, 2d]`` pairs, evaluated split as described in the class docstring.
-
-        Args:
-          hist_emb: float32 ``[B, H, d]`` history item embeddings.
-          cand_emb: float32 ``[B, N, d]`` candidate embeddings.
-
-        Returns:
-          float32 ``[B, N, H]`` attention logits (before masking and softmax).
-        """
-        d = self.emb_dim
-        first, last = self.attention.layers
-        kernel = first.kernel  # [2d, U]: history rows first, then candidate rows
-        a = tf.einsum("bhd,du->bhu", hist_emb, kernel[:d])  # [B, H, U]
-        c = tf.einsum("bnd,du->bnu", cand_emb, kernel[d:]) + first.bias  # [B, N, U]
-        hidden = first.activation(c[:, :, None, :] + a[:, None, :, :])  # [B, N, H, U]
-        return tf.einsum("bnhu,u->bnh", hidden, last.kernel[:, 0]) + last.bias[0]
-
     def call(self, batch: Batch, training: bool = False) -> tf.Tensor:
         hist, hmask = self._history(batch)
         user = tf.concat(
