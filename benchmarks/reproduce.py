@@ -41,12 +41,12 @@ import numpy as np
 import lcron_tf  # noqa: F401  (binds tf.keras to Keras 2 first)
 from lcron_tf._keras import keras
 from lcron_tf.data import paths
-from lcron_tf.data.schema import CascadeSchema, split_requests
 from lcron_tf.data.simulator import simulate
 from lcron_tf.data.tfrecord import to_dataset
 from lcron_tf.losses import registry
 from lcron_tf.metrics import NDCG, JointRecall, StageRecall
 from lcron_tf.models.cascade_model import CascadeModel
+from lcron_tf.schema import CascadeSchema, split_requests
 
 DATASETS = ("sim", "movielens")
 STAGE_LABELS = {2: ("Retrieval", "Ranking"), 3: ("Retrieval", "Pre-ranking", "Ranking")}

@@ -18,9 +18,9 @@ import tensorflow as tf
 
 import lcron_tf  # noqa: F401  (binds tf.keras to Keras 2 before anything else)
 from lcron_tf._keras import keras
-from lcron_tf.data.schema import CascadeSchema
 from lcron_tf.metrics import JointRecall
 from lcron_tf.models import CascadeModel
+from lcron_tf.schema import CascadeSchema
 
 # TODO: switch to the lcron_tf.data simulator once it lands; this tiny generator is enough.
 NOISE = 1.0  # relevance noise: the labels are only partly predictable from the features

@@ -37,7 +37,7 @@ import lcron_tf  # noqa: F401  (binds tf.keras to Keras 2 before anything else)
 from lcron_tf.cli.config import load_config
 from lcron_tf.cli.main import load_data
 from lcron_tf.cli.main import main as lcron_tf_cli
-from lcron_tf.data.schema import cast_arrays
+from lcron_tf.schema import cast_arrays
 from lcron_tf.serving import Client
 from lcron_tf.serving.export import SERVING_KEYS
 from lcron_tf.serving.standin import ServingStandIn

@@ -128,7 +128,7 @@ def resolve_config(args: argparse.Namespace, *, prefer_run_dir: bool) -> Config:
 
 def load_data(cfg: Config) -> tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(schema, train_arrays, test_arrays)`` of the configured source (deterministic)."""
-    from lcron_tf.data.schema import split_requests
+    from lcron_tf.schema import split_requests
 
     d = cfg.data
     if d.source == "simulator":
@@ -200,7 +200,7 @@ def build_model(cfg: Config, schema: Any) -> Any:
 
 
 def _first_batch(arrays: Mapping[str, np.ndarray], n: int) -> dict[str, Any]:
-    from lcron_tf.data.schema import cast_arrays
+    from lcron_tf.schema import cast_arrays
 
     return {k: v[:n] for k, v in cast_arrays(arrays).items()}
 
@@ -234,7 +234,7 @@ def step_dataset(arrays: Mapping[str, np.ndarray], index: np.ndarray, start: int
     """``tf.data`` of the batches of global steps ``start, start + 1, ...`` (repeated)."""
     import tensorflow as tf
 
-    from lcron_tf.data.schema import cast_arrays
+    from lcron_tf.schema import cast_arrays
 
     tensors = {k: tf.constant(v) for k, v in cast_arrays(arrays).items()}
     ds = tf.data.Dataset.from_tensor_slices(index[start:])
@@ -505,7 +505,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     schema_file = Path(cfg.output.run_dir) / "schema.json"
     if schema_file.is_file():  # no need to rebuild the data set just for its schema
-        from lcron_tf.data.schema import CascadeSchema
+        from lcron_tf.schema import CascadeSchema
 
         schema = CascadeSchema.from_json(schema_file.read_text())
         sample = {**serving.sample_request(schema, 2),
@@ -550,7 +550,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     import lcron_tf  # noqa: F401
-    from lcron_tf.data.schema import cast_arrays
+    from lcron_tf.schema import cast_arrays
     from lcron_tf.serving.export import SERVING_KEYS
 
     if args.input:

@@ -1,6 +1,6 @@
 """Data layer: the canonical request format, tf.data pipelines and every data source.
 
-* :mod:`~lcron_tf.data.schema` - the canonical batch dict and :class:`CascadeSchema`.
+* :mod:`~lcron_tf.schema` - the canonical batch dict and :class:`CascadeSchema`.
 * :mod:`~lcron_tf.data.tfrecord` - TFRecord writer/reader (``schema.json`` manifest,
   bad-record detection) and the in-memory :func:`to_dataset` path.
 * :mod:`~lcron_tf.data.simulator` - RecFlow-shaped synthetic data with a known truth.
@@ -33,7 +33,22 @@ from lcron_tf.data.recflow import (
     load_id_cnt,
     recflow_schema,
 )
-from lcron_tf.data.schema import (
+from lcron_tf.data.simulator import SimulatorConfig, make_world, simulate, simulator_schema
+from lcron_tf.data.tfrecord import (
+    SCHEMA_FILE,
+    CascadeRecordWriter,
+    ReadStats,
+    RecordProblem,
+    check_tfrecords,
+    dataset_to_arrays,
+    read_manifest,
+    read_schema,
+    read_tfrecords,
+    serialize_requests,
+    to_dataset,
+    write_tfrecords,
+)
+from lcron_tf.schema import (
     DTYPES,
     FEATURE_KEYS,
     THREE_STAGE_GROUPS,
@@ -49,21 +64,6 @@ from lcron_tf.data.schema import (
     stack_requests,
     validate_arrays,
     validate_batch,
-)
-from lcron_tf.data.simulator import SimulatorConfig, make_world, simulate, simulator_schema
-from lcron_tf.data.tfrecord import (
-    SCHEMA_FILE,
-    CascadeRecordWriter,
-    ReadStats,
-    RecordProblem,
-    check_tfrecords,
-    dataset_to_arrays,
-    read_manifest,
-    read_schema,
-    read_tfrecords,
-    serialize_requests,
-    to_dataset,
-    write_tfrecords,
 )
 
 __all__ = [

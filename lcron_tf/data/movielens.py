@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from lcron_tf.data.paths import require_file, resolve_data_dir
-from lcron_tf.data.schema import TWO_STAGE_GROUPS, CascadeSchema, validate_arrays
+from lcron_tf.schema import TWO_STAGE_GROUPS, CascadeSchema, validate_arrays
 
 logger = logging.getLogger(__name__)
 

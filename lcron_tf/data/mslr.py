@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from lcron_tf.data.paths import require_file, resolve_data_dir
-from lcron_tf.data.schema import BuildReport, CascadeSchema, validate_arrays
+from lcron_tf.schema import BuildReport, CascadeSchema, validate_arrays
 
 logger = logging.getLogger(__name__)
 

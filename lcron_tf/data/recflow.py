@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lcron_tf.data.paths import candidate_data_dir
-from lcron_tf.data.schema import (
+from lcron_tf.schema import (
     THREE_STAGE_GROUPS,
     TWO_STAGE_GROUPS,
     BuildReport,

@@ -53,7 +53,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lcron_tf.data.schema import (
+from lcron_tf.schema import (
     THREE_STAGE_GROUPS,
     TWO_STAGE_GROUPS,
     CascadeSchema,

@@ -6,7 +6,7 @@ On-disk layout of a record directory::
                                 "files": {"part-00000.tfrecord": 1234, ...}}
     <dir>/<shard>.tfrecord     one tf.train.Example per request
 
-Every record is one request with the canonical keys of :mod:`lcron_tf.data.schema`,
+Every record is one request with the canonical keys of :mod:`lcron_tf.schema`,
 flattened row-major: ``user_id`` int64 [1], ``user_features`` int64 [U], ``history`` int64
 [H], ``item_id`` int64 [N], ``item_features`` int64 [N*F], ``label`` float [N], ``mask``
 float [N], ``stage_group`` int64 [N] (cast to int32 on read). ``schema.json`` stores the
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from lcron_tf.data.schema import (
+from lcron_tf.schema import (
     DTYPES,
     FEATURE_KEYS,
     CascadeSchema,
@@ -106,7 +106,7 @@ class CascadeRecordWriter:
       out_dir: directory to create (parents included).
       schema: the dataset schema; every written batch is validated against it.
       overwrite: replace an existing record directory (its listed files and schema.json).
-      validate: run :func:`~lcron_tf.data.schema.validate_arrays` before writing.
+      validate: run :func:`~lcron_tf.schema.validate_arrays` before writing.
     """
 
     def __init__(
@@ -743,7 +743,7 @@ def check_tfrecords(
 
     Checks ``schema.json`` (and against ``schema`` when given), that every listed file
     exists, checksums, that each record is a ``tf.train.Example`` with the schema's keys,
-    dtypes and lengths, the value checks of :func:`~lcron_tf.data.schema.validate_arrays`,
+    dtypes and lengths, the value checks of :func:`~lcron_tf.schema.validate_arrays`,
     and the record count of every file.
 
     Returns:

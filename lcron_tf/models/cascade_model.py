@@ -8,7 +8,6 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from lcron_tf._keras import keras
-from lcron_tf.data.schema import CascadeSchema
 from lcron_tf.layers.cascade import CascadeTopK
 from lcron_tf.losses.lcron import LcronLoss
 from lcron_tf.metrics.ranking import JointRecall, StageRecall
@@ -16,6 +15,7 @@ from lcron_tf.models.task import LcronTask
 from lcron_tf.models.towers import DinRanker, DssmRetrieval, MlpPreRanker
 from lcron_tf.ops import ranking_metrics as rm
 from lcron_tf.ops import validation
+from lcron_tf.schema import CascadeSchema
 
 _DEFAULT_NAMES = {
     1: ("ranking",),
@@ -63,7 +63,7 @@ class CascadeModel(tfrs.Model):
     :class:`LcronTask` (``LcronLoss`` by default; any loss with the cascade-loss contract
     plugs in through ``task=LcronTask(loss=...)``). One optimizer, one ``model.fit``.
 
-    Batches are dicts in the canonical format (:mod:`lcron_tf.data.schema`); the loss
+    Batches are dicts in the canonical format (:mod:`lcron_tf.schema`); the loss
     reads ``batch[label_key]`` float ``[B, N]``, ``batch[mask_key]`` float 0/1 ``[B, N]``
     (optional: without it, label < 0 marks padding) and, if present,
     ``batch[sample_weight_key]`` float ``[B]``. Pad every batch to the same ``N`` so XLA
@@ -190,7 +190,7 @@ class CascadeModel(tfrs.Model):
         """The paper's cascade: DSSM -> DIN (2 stages) or DSSM -> MLP -> DIN (3 stages).
 
         Args:
-          schema: the dataset's :class:`~lcron_tf.data.schema.CascadeSchema`.
+          schema: the dataset's :class:`~lcron_tf.schema.CascadeSchema`.
           num_stages: 2 or 3.
           quotas: serving quotas (default ``schema.quotas``; must have ``num_stages`` entries).
           loss: cascade loss (default ``LcronLoss(gt_num=schema.gt_num, stage_k=schema.gt_num)``).

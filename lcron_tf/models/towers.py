@@ -1,7 +1,7 @@
 """Built-in stage towers matching the paper's models (lcron_method.md §6).
 
 Each tower is a Keras model that maps a batch dict in the canonical format of
-:mod:`lcron_tf.data.schema` to candidate scores:
+:mod:`lcron_tf.schema` to candidate scores:
 
   ``user_id`` int64 ``[B]``, ``user_features`` int64 ``[B, U]``, ``history`` int64
   ``[B, H]`` (left-padded with 0), ``item_id`` int64 ``[B, N]`` (0 = padded slot),
@@ -35,8 +35,8 @@ import numpy as np
 import tensorflow as tf
 
 from lcron_tf._keras import keras, register_serializable
-from lcron_tf.data.schema import CascadeSchema
 from lcron_tf.ops import validation
+from lcron_tf.schema import CascadeSchema
 
 Batch = Mapping[str, tf.Tensor]
 
@@ -246,7 +246,7 @@ class DssmRetrieval(_SchemaTower):
     """Two-tower retrieval model (DSSM): ``score = <user_tower(batch), item_tower(items)>``.
 
     Args:
-      schema: the dataset's :class:`~lcron_tf.data.schema.CascadeSchema` (vocabularies).
+      schema: the dataset's :class:`~lcron_tf.schema.CascadeSchema` (vocabularies).
       emb_dim: embedding dimension (paper: 8).
       tower_units: sizes of both towers' MLPs (paper: ``(128, 64, 32)``).
       history_length: keep only the most recent items of ``history`` (default all).
@@ -316,7 +316,7 @@ class MlpPreRanker(_SchemaTower):
     """MLP pre-ranker: ``[user ‖ mean(history) ‖ item] -> 128 -> 64 -> 32 -> 1`` (ReLU).
 
     Args:
-      schema: the dataset's :class:`~lcron_tf.data.schema.CascadeSchema`.
+      schema: the dataset's :class:`~lcron_tf.schema.CascadeSchema`.
       emb_dim: embedding dimension (paper: 8).
       hidden_units: hidden layer sizes before the scalar output (paper: ``(128, 64, 32)``).
       history_length: keep only the most recent items of ``history`` (default all).
@@ -380,7 +380,7 @@ class DinRanker(_SchemaTower):
     backward at the paper size without XLA, 1.3x with; benchmarks/RESULTS.md §5).
 
     Args:
-      schema: the dataset's :class:`~lcron_tf.data.schema.CascadeSchema`.
+      schema: the dataset's :class:`~lcron_tf.schema.CascadeSchema`.
       emb_dim: embedding dimension (paper: 8).
       hidden_units: main MLP hidden sizes before the scalar output (paper: ``(128, 128, 32)``).
       attention_units: hidden size of the attention MLP (paper: 80).

@@ -53,7 +53,7 @@ __all__ = [
     "ServingUnavailableError",
 ]
 
-# Canonical dtypes of the lcron serving inputs (lcron_tf.data.schema minus labels). The
+# Canonical dtypes of the lcron serving inputs (lcron_tf.schema minus labels). The
 # client casts same-kind arrays (e.g. float64 mask, int32 ids) to them so that numpy
 # defaults do not trip TF Serving's strict dtype check.
 INPUT_DTYPES: dict[str, np.dtype] = {

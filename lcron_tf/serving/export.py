@@ -57,7 +57,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lcron_tf._keras import tf
-from lcron_tf.data.schema import CascadeSchema
+from lcron_tf.schema import CascadeSchema
 
 __all__ = [
     "DEFAULT_BASE_DIR",

@@ -52,7 +52,7 @@ def test_missing_movielens_is_skipped_with_a_reason(reproduce, tmp_path):
 
 
 def test_markdown_table_layout_three_stages(reproduce):
-    from lcron_tf.data.schema import CascadeSchema
+    from lcron_tf.schema import CascadeSchema
 
     schema = CascadeSchema(
         list_size=50, history_length=5, user_vocab=3, item_vocab=3, user_feature_vocabs=(),

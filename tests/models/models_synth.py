@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcron_tf.data.schema import CascadeSchema
+from lcron_tf.schema import CascadeSchema
 
 
 def make_schema(

@@ -6,8 +6,8 @@ import numpy as np
 
 import lcron_tf  # noqa: F401  (binds Keras 2 first)
 from lcron_tf._keras import tf
-from lcron_tf.data.schema import CascadeSchema
 from lcron_tf.models import CascadeModel
+from lcron_tf.schema import CascadeSchema
 from lcron_tf.serving.export import sample_request
 
 SCHEMA = CascadeSchema(
