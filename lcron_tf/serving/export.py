@@ -725,9 +725,10 @@ def export(
       max_batch_size: the most requests one call of any signature may carry (checked in the
         graph: ``INVALID_ARGUMENT`` naming ``max_batch_size``); ``None`` = no cap. The
         default, 1024, bounds one call's memory (it grows linearly with ``B * N``: an audit
-        measured +3.1 GiB for one unbounded call of 100,000 requests, so about 33 MiB at the
-        cap) while leaving room for TF Serving's server-side batching up to 1024; raise it
-        to at least the ``max_batch_size`` of a batching parameters file (docs/serving.md).
+        measured +3.1 GiB for one unbounded call of 100,000 requests; scaled linearly, not
+        measured, about 33 MiB at the cap) while leaving room for TF Serving's server-side
+        batching up to 1024; raise it to at least the ``max_batch_size`` of a batching
+        parameters file (docs/serving.md).
       overwrite: replace an existing ``<version>`` (otherwise ``FileExistsError``); the swap
         never leaves a moment without a complete ``<version>`` directory
         (:func:`lcron_tf.serving.versioned.write_version`).

@@ -621,7 +621,14 @@ class ServingStandIn:
         self.rest_url: str | None = None
 
     def start(self) -> ServingStandIn:
-        """Bind and start both servers (returns immediately)."""
+        """Load the latest version of every model, then bind and start both servers.
+
+        Loading first (TF Serving loads at start-up too) keeps the first request from paying
+        for ``tf.saved_model.load``, which on a busy machine can exceed a client's deadline.
+        """
+        for name in self.repo.models:
+            if self.repo.versions(name):
+                self.repo.get(name)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._max_workers),
             options=[
