@@ -19,6 +19,8 @@ from lcron_tf.losses.fs_ranknet import FsRankNetLoss
 from lcron_tf.losses.icc import IccLoss
 from lcron_tf.losses.lcron import LcronLoss
 from lcron_tf.losses.rankflow import RankFlowLoss
+from lcron_tf.wrappers import losses as wrappers_losses
+from lcron_tf.wrappers.losses import loss_key
 
 #: The methods of the paper's Tables 2 and 6, in the paper's row order.
 LOSSES: dict[str, type[CascadeLoss]] = {
@@ -42,7 +44,7 @@ DISPLAY_NAMES: dict[str, str] = {
 
 
 def _key(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
+    return loss_key(name)
 
 
 def names() -> list[str]:
@@ -68,6 +70,7 @@ def option_names(name: str) -> tuple[str, ...]:
 
 def resolve_options(
     name: str,
+    /,
     *,
     schema: Any = None,
     quotas: Sequence[int] | None = None,
@@ -78,20 +81,14 @@ def resolve_options(
     Raises:
       ValueError: an unknown name or option.
     """
-    cls = loss_class(name)
-    accepted = set(cls.spec.options.field_names())
-    unknown = sorted(set(overrides) - accepted)
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {unknown} for loss {name!r}. "
-            f"Accepted: {', '.join(sorted(accepted))}"
-        )
-    defaults = cls.spec.options.schema_defaults(schema, quotas, overrides)
-    return {**defaults, **overrides}
+    return wrappers_losses.resolve_options(
+        name, loss_class(name).spec, schema, quotas, overrides
+    )
 
 
 def get(
     name: str,
+    /,
     *,
     schema: Any = None,
     quotas: Sequence[int] | None = None,
@@ -114,9 +111,9 @@ def get(
     Raises:
       ValueError: an unknown name or option, or an invalid option value.
     """
-    keras_args = {k: overrides.pop(k) for k in ("name", "reduction") if k in overrides}
-    options = resolve_options(name, schema=schema, quotas=quotas, **overrides)
-    return loss_class(name)(**options, **keras_args)
+    return wrappers_losses.build_loss(
+        LOSSES, name, schema, quotas, overrides, ("name", "reduction")
+    )
 
 
 __all__ = [

@@ -11,6 +11,59 @@ import tensorflow as tf
 from lcron_tf.ops import contract, inputs
 
 
+def loss_key(name: str) -> str:
+    """The registry key of a loss name (case-insensitive, ``-`` = ``_``)."""
+    if not isinstance(name, str):
+        raise ValueError(f"a loss name must be a string. Received: {name!r}")
+    return name.strip().lower().replace("-", "_")
+
+
+def resolve_options(
+    name: str,
+    spec: contract.LossSpec,
+    schema: Any,
+    quotas: Sequence[int] | None,
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The option values of a loss built by name: its dataset defaults, then ``overrides``.
+
+    The defaults are declared by the loss's options dataclass (``schema_defaults``).
+
+    Raises:
+      ValueError: an option the loss does not accept (the message lists the accepted ones).
+    """
+    accepted = spec.options.field_names()
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for loss {name!r}. "
+            f"Accepted: {', '.join(sorted(accepted))}"
+        )
+    return {**spec.options.schema_defaults(schema, quotas, overrides), **overrides}
+
+
+def build_loss(
+    losses: Mapping[str, type],
+    name: str,
+    schema: Any,
+    quotas: Sequence[int] | None,
+    overrides: Mapping[str, Any],
+    keras_args: Sequence[str],
+) -> Any:
+    """Instantiate ``losses[loss_key(name)]`` with resolved options (the registries' ``get``).
+
+    Raises:
+      ValueError: an unknown name or option, or an invalid option value.
+    """
+    key = loss_key(name)
+    if key not in losses:
+        raise ValueError(f"Unknown loss {name!r}. Known losses: {list(losses)}")
+    overrides = dict(overrides)
+    extra = {k: overrides.pop(k) for k in keras_args if k in overrides}
+    cls = losses[key]
+    return cls(**resolve_options(name, cls.spec, schema, quotas, overrides), **extra)
+
+
 class CascadeLossMixin:
     """Everything of a cascade loss but the Keras ``Loss`` base (see the flavours' ``CascadeLoss``).
 
@@ -171,4 +224,10 @@ class UncertaintyWeightingMixin:
         return {**super().get_config(), "init_sigma": self.init_sigma}
 
 
-__all__ = ["CascadeLossMixin", "UncertaintyWeightingMixin"]
+__all__ = [
+    "CascadeLossMixin",
+    "UncertaintyWeightingMixin",
+    "build_loss",
+    "loss_key",
+    "resolve_options",
+]
