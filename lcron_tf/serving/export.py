@@ -67,6 +67,7 @@ __all__ = [
     "cascade_select",
     "export",
     "model_schema",
+    "publish_version",
     "model_stages",
     "retrieval_tower",
     "sample_request",
@@ -86,10 +87,15 @@ class ServableCascade(Protocol):
     ``model(batch, training=False)`` -> float ``[B, S, N]`` stage scores, first stage first;
     ``quotas``: one serving quota per stage. Discovered when present: the schema
     (``model.schema`` or a stage's ``.schema``), the stages (``stage_models`` or ``stages``:
-    Keras models ``batch -> [B, N]``) and their names (``stage_names`` or each stage's
-    ``name``), and the retrieval tower: the first of the model and its stages that has
-    ``query_embedding(batch) -> [B, D]`` and ``candidate_embedding(item_id, item_features)
-    -> [..., D]`` (``CascadeModel.default``'s ``DssmRetrieval`` stage).
+    Keras models ``stage(batch, training=False) -> [B, N]``) and their names
+    (``stage_names`` or each stage's ``name``), and the retrieval tower: the first of the
+    model and its stages that has ``query_embedding(batch, training=False) -> [B, D]`` and
+    ``candidate_embedding(item_id, item_features, training=False) -> [..., D]``
+    (``CascadeModel.default``'s ``DssmRetrieval`` stage). Every one is called with the
+    keyword ``training=False``.
+
+    For any other ``tfrs.Model`` (string features, your own towers), use
+    :func:`lcron_tf.serving.tfrs_export.export_tfrs` instead.
     """
 
     quotas: Sequence[int]
@@ -715,23 +721,9 @@ def export(
     )
     schema = module._schema.obj
     name = model_name or _sanitize(getattr(model, "name", "") or schema.name)
-    if version is not None and (not isinstance(version, int | np.integer) or version < 0):
-        raise ValueError(f"`version` must be an int >= 0. Received: {version!r}")
-    model_dir = Path(base_dir) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = int(version) if version is not None else _next_version(model_dir)
-    final = model_dir / str(version)
-    if final.exists() and not overwrite:
-        raise FileExistsError(
-            f"{final} already exists; pass overwrite=True or another version "
-            f"(next free: {_next_version(model_dir)})"
-        )
-    # TF Serving only loads integer directories, so the temporary name is invisible to it.
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
-    # mkdtemp creates 0700; a TF Serving container usually runs as another user.
-    tmp.chmod(0o755)
-    try:
-        request = sample_request(schema, 2, list_size=module.max_list_size)
+    request = sample_request(schema, 2, list_size=module.max_list_size)
+
+    def write(tmp: Path) -> None:
         tf.saved_model.save(
             module,
             str(tmp),
@@ -750,6 +742,46 @@ def export(
                     "TF Serving's GPU build cannot load it"
                 )
             _verify(module, tmp, request)
+
+    return publish_version(Path(base_dir) / name, version, write, overwrite=overwrite)
+
+
+def publish_version(
+    model_dir: Path,
+    version: int | None,
+    write: Callable[[Path], None],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``<model_dir>/<version>/`` atomically: ``write(tmp)`` fills a temporary
+    directory next to it, which is then published with one ``os.rename``.
+
+    Args:
+      model_dir: ``<base_dir>/<model_name>``.
+      version: integer version; ``None`` = one more than the largest existing version.
+      write: fills the temporary directory (and verifies it); raising publishes nothing.
+      overwrite: replace an existing ``<version>`` (otherwise ``FileExistsError``).
+
+    Returns:
+      The published version directory.
+    """
+    if version is not None and (not isinstance(version, int | np.integer) or version < 0):
+        raise ValueError(f"`version` must be an int >= 0. Received: {version!r}")
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = int(version) if version is not None else _next_version(model_dir)
+    final = model_dir / str(version)
+    if final.exists() and not overwrite:
+        raise FileExistsError(
+            f"{final} already exists; pass overwrite=True or another version "
+            f"(next free: {_next_version(model_dir)})"
+        )
+    # TF Serving only loads integer directories, so the temporary name is invisible to it.
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    # mkdtemp creates 0700; a TF Serving container usually runs as another user.
+    tmp.chmod(0o755)
+    try:
+        write(tmp)
         if final.exists():  # overwrite=True: swap, then delete the old version.
             old = model_dir / f".old-{version}-{uuid.uuid4().hex[:8]}"
             os.rename(final, old)
