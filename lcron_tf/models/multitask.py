@@ -133,7 +133,7 @@ class CascadeMultiTask(keras.layers.Layer):
         self.lcron = lcron
         self.retrieval = retrieval
         self.ranking = ranking
-        self.weights = {k: float((weights or {}).get(k, 1.0)) for k in PARTS}
+        self.part_weights = {k: float((weights or {}).get(k, 1.0)) for k in PARTS}
         self.positives = positives
         self.mask_same_request = bool(mask_same_request)
         used = [k for k, t in zip(PARTS, (lcron, retrieval, ranking)) if t is not None]
@@ -193,6 +193,6 @@ class CascadeMultiTask(keras.layers.Layer):
                                             training=training)
         ops = [self.part_metrics[k].update_state(v * tf.cast(replicas, v.dtype))
                for k, v in parts.items()]
-        total = tf.add_n([self.weights[k] * tf.cast(v, tf.float32) for k, v in parts.items()])
+        total = tf.add_n([self.part_weights[k] * tf.cast(v, tf.float32) for k, v in parts.items()])
         with tf.control_dependencies(ops):
             return tf.identity(total)
