@@ -27,7 +27,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from lcron_tf._extras import require
+
+yaml = require("yaml", "the lcron-tf command line (YAML configs)")
 
 SOURCES = ("simulator", "movielens", "mslr", "recflow", "tfrecord")
 SORTS = ("neural", "soft")
