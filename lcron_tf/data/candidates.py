@@ -763,6 +763,16 @@ def _build_split(
     return arrays, report
 
 
+def _like(ids: np.ndarray, key_values: np.ndarray) -> np.ndarray:
+    """Text ids in the representation of ``key_values`` (bytes <-> str as UTF-8)."""
+    flat = ids.reshape(-1)
+    if key_values.dtype.kind == "U" and flat.size and isinstance(flat[0], bytes | np.bytes_):
+        flat = np.array([x.decode("utf-8") for x in flat])
+    elif key_values.dtype.kind == "S" and flat.size and isinstance(flat[0], str | np.str_):
+        flat = np.array([x.encode("utf-8") for x in flat])
+    return flat.astype(key_values.dtype).reshape(ids.shape)
+
+
 def _hard_negatives(
     c: CandidateConfig,
     queries: Mapping[str, np.ndarray],
@@ -796,7 +806,7 @@ def _hard_negatives(
                 f"{sl.stop - sl.start} queries. Received shape {ids.shape}"
             )
         if ids.dtype == object or ids.dtype.kind in "SU":
-            ids = ids.astype(key_values.dtype if key_values.dtype.kind in "SU" else object)
+            ids = _like(ids, key_values)
         try:
             pos = np.minimum(np.searchsorted(key_values, ids), vocab - 1)
         except TypeError as err:

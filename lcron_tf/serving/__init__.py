@@ -3,6 +3,8 @@
 * :func:`export` writes ``<base_dir>/<model_name>/<version>/`` atomically, with the
   ``serving_default`` (whole cascade), ``score_<stage>``, ``query_embedding`` and ``retrieve``
   signatures (see :mod:`lcron_tf.serving.export` for their shapes and dtypes).
+* :func:`~lcron_tf.serving.tfrs_export.export_tfrs` exports ANY ``tfrs.Model`` cascade from
+  its own input signature (strings in, your ids out; ``recommend`` over a corpus).
 * :class:`Client` talks to TF Serving over gRPC (``PredictionService``) or REST.
 * :mod:`lcron_tf.serving.standin` is an in-process stand-in for TF Serving, for tests only.
 """
@@ -22,6 +24,7 @@ from lcron_tf.serving.export import (
     export,
     sample_request,
 )
+from lcron_tf.serving.tfrs_export import TfrsServingModule, export_tfrs
 
 __all__ = [
     "DEFAULT_BASE_DIR",
@@ -32,7 +35,9 @@ __all__ = [
     "ServingError",
     "ServingTimeoutError",
     "ServingUnavailableError",
+    "TfrsServingModule",
     "cascade_select",
     "export",
+    "export_tfrs",
     "sample_request",
 ]

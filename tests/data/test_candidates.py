@@ -160,8 +160,9 @@ def test_hard_negatives_come_from_the_retrieval_model_in_order():
     data = log()
     ranked = np.array([f"item {x}" for x in range(80)], dtype=object)  # "item 0" is best
 
-    def retrieval(queries):
-        return np.tile(ranked[:30], (len(queries["user_id"]), 1))
+    def retrieval(queries):  # like a TFRS BruteForce index: (scores, tf.string ids)
+        ids = np.tile(ranked[:30], (len(queries["user_id"]), 1)).astype(str)
+        return tf.zeros(ids.shape), tf.constant(ids)
 
     lists = build_candidates(data, **KW, hard_negatives=4, retrieval=retrieval)
     a = lists.train
