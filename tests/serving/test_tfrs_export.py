@@ -34,6 +34,13 @@ def trained():
     return ex, data, model, hist, before
 
 
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    ex, data, model, _, _ = trained
+    base = tmp_path_factory.mktemp("tfrs_export")
+    return ex.export_model(model, str(base), data["unique_movie_titles"], "tutorial_lcron")
+
+
 def test_string_towers_train_with_the_lcron_loss_compiled(trained):
     ex, data, model, hist, _ = trained
     compiled = model.task.lcron._compiled_call
@@ -49,6 +56,7 @@ def test_string_towers_train_with_the_lcron_loss_compiled(trained):
     assert 0.0 < res["top100"] <= 1.0 and np.isfinite(res["rmse"])
 
 
+@pytest.mark.slow
 def test_whole_step_xla_with_lookups_in_the_model_fails_with_the_documented_error(trained):
     ex, data, _, _, _ = trained
     model = ex.MovielensModel(data["unique_user_ids"], data["unique_movie_titles"], 1.0, 1.0,
@@ -59,6 +67,7 @@ def test_whole_step_xla_with_lookups_in_the_model_fails_with_the_documented_erro
     assert "DT_STRING" in str(err.value) or "string" in str(err.value).lower()
 
 
+@pytest.mark.slow
 def test_whole_step_xla_with_lookups_in_tf_data_trains(trained):
     ex, data, _, _, _ = trained
     tf.keras.utils.set_random_seed(1)
@@ -132,11 +141,11 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_export_serves_strings_in_a_process_without_lcron_tf_or_tfrs(trained, tmp_path):
+def test_export_serves_strings_in_a_process_without_lcron_tf_or_tfrs(trained, exported, tmp_path):
     ex, data, model, _, _ = trained
     titles = data["unique_movie_titles"]
-    path = ex.export_model(model, str(tmp_path), titles, "tutorial_lcron")
-    assert path == tmp_path / "tutorial_lcron" / "1"
+    path = exported
+    assert path.name == "1" and path.parent.name == "tutorial_lcron"
     assert not _has_xla_attr(path)
     users = ["user_3", "user_17", "nobody"]  # the last one is out of vocabulary
     want_titles, want_scores = _expected_recommend(model, users, titles, *ex.QUOTAS)
@@ -178,10 +187,8 @@ def test_export_serves_strings_in_a_process_without_lcron_tf_or_tfrs(trained, tm
     ]
 
 
-def test_export_validates_inputs_in_the_graph(trained, tmp_path):
-    ex, data, model, _, _ = trained
-    path = ex.export_model(model, str(tmp_path), data["unique_movie_titles"], "m")
-    sig = tf.saved_model.load(str(path)).signatures["serving_default"]
+def test_export_validates_inputs_in_the_graph(exported):
+    sig = tf.saved_model.load(str(exported)).signatures["serving_default"]
     titles = tf.constant([["Title 1 (1951)", "Title 2 (1952)"]])
     with pytest.raises(tf.errors.InvalidArgumentError, match="mask"):
         sig(user_id=tf.constant(["user_1"]), movie_title=titles, mask=tf.ones([1, 3]))
