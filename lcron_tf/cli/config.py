@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import os
 import types
 import typing
@@ -32,8 +31,8 @@ from lcron_tf._extras import require
 yaml = require("yaml", "the lcron-tf command line (YAML configs)")
 
 SOURCES = ("simulator", "movielens", "mslr", "recflow", "tfrecord")
-SORTS = ("neural", "soft")
-MODES = ("reference", "masked")
+#: The loss options that have their own key in the ``loss`` section (others go in kwargs).
+LOSS_FIELDS = ("gt_num", "stage_k", "tau", "sort", "mode")
 
 DEFAULT_YAML = """\
 # Embedded default of `lcron-tf` (used when --config is omitted):
@@ -399,10 +398,12 @@ def _check_sections(cfg: Config, errors: list[tuple[str, str]]) -> None:
                            f"{m.num_stages}), got {lo.stage_k}"))
     if lo.tau is not None and lo.tau <= 0:
         errors.append(("loss.tau", f"must be > 0, got {lo.tau!r}"))
-    if lo.sort is not None and lo.sort not in SORTS:
-        errors.append(("loss.sort", f"must be one of {', '.join(SORTS)}; got {lo.sort!r}"))
-    if lo.mode is not None and lo.mode not in MODES:
-        errors.append(("loss.mode", f"must be one of {', '.join(MODES)}; got {lo.mode!r}"))
+    from lcron_tf.ops import validation as ops_validation
+
+    for key, value, choices in (("loss.sort", lo.sort, ops_validation.SORT_CHOICES),
+                                ("loss.mode", lo.mode, ops_validation.MODE_CHOICES)):
+        if value is not None and value not in choices:
+            errors.append((key, f"must be one of {', '.join(choices)}; got {value!r}"))
 
     _positive(errors, "train.epochs", t.epochs)
     _positive(errors, "train.batch_size", t.batch_size)
@@ -416,55 +417,28 @@ def _check_sections(cfg: Config, errors: list[tuple[str, str]]) -> None:
             errors.append((f"output.{name}", "must be a non-empty string"))
 
 
-def loss_kwargs(cfg: Config, schema: Any) -> dict[str, Any]:
-    """Constructor arguments of the configured loss for ``schema``.
+def loss_overrides(cfg: Config) -> dict[str, Any]:
+    """The loss options the config sets explicitly (``loss.*`` keys and ``loss.kwargs``)."""
+    lo = cfg.loss
+    out = {f: getattr(lo, f) for f in LOSS_FIELDS if getattr(lo, f) is not None}
+    out.update(lo.kwargs)
+    return out
 
-    The defaults are those of ``benchmarks/reproduce.py`` (LCRON: ``gt_num = stage_k =
-    schema.gt_num``; ICC / FS-LambdaLoss / RankFlow / ARF get the quotas; BCE the official
-    sample selection on RecFlow-shaped stage groups); set ``loss.*`` keys override them.
+
+def loss_kwargs(cfg: Config, schema: Any) -> dict[str, Any]:
+    """Every option of the configured loss for ``schema``: the loss's own dataset defaults
+    (declared by its options dataclass: ``gt_num`` and LCRON's ``stage_k`` from the schema,
+    the model's quotas, BCE's official sample selection on RecFlow-shaped groups), then the
+    config's explicit settings (:func:`loss_overrides`).
+
+    Raises:
+      ValueError: an option the loss does not accept.
     """
     from lcron_tf.losses import registry
 
-    name = registry._key(cfg.loss.name)
-    lo = cfg.loss
-    gt = lo.gt_num if lo.gt_num is not None else schema.gt_num
-    quotas = list(cfg.model.quotas or schema.quotas)
-    if name == "lcron":
-        kwargs: dict[str, Any] = {"gt_num": gt, "stage_k": lo.stage_k if lo.stage_k else gt}
-    elif name in ("icc", "fs_lambdaloss"):
-        kwargs = {"quotas": quotas}
-    elif name in ("rankflow", "arf", "arf_v2"):
-        kwargs = {"quotas": quotas, "gt_num": gt}
-    elif name == "bce":
-        kwargs = {"gt_num": gt}
-        if schema.stage_groups and len(schema.stage_groups) == len(quotas) + 2:
-            # RecFlow-shaped groups: the official sample selection, as benchmarks/reproduce.py.
-            kwargs["train_tiers"] = [None, 2] if len(quotas) == 2 else [None, 4, 2]
-    else:  # fs_ranknet
-        kwargs = {"gt_num": gt}
-    for field in ("gt_num", "stage_k", "tau", "sort", "mode"):
-        value = getattr(lo, field)
-        if value is not None:
-            kwargs[field] = value
-    kwargs.update(lo.kwargs)
-    return kwargs
-
-
-def _accepted_params(cls: type) -> set[str] | None:
-    """Constructor parameter names of ``cls`` along its MRO (None = accepts anything)."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters
-        names |= {p.name for p in params.values()
-                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return names
-        if klass.__module__.startswith(("tf_keras", "keras", "tensorflow")):
-            return names
-    return names
+    return registry.resolve_options(
+        cfg.loss.name, schema=schema, quotas=cfg.model.quotas, **loss_overrides(cfg)
+    )
 
 
 def check_against_schema(cfg: Config, schema: Any) -> None:
@@ -495,15 +469,18 @@ def check_against_schema(cfg: Config, schema: Any) -> None:
             errors.append(("loss.stage_k", f"k={lo.stage_k} > N={n} candidates per request"))
     from lcron_tf.losses import registry
 
-    key = registry._key(lo.name)
-    if key in registry.LOSSES:
-        accepted = _accepted_params(registry.LOSSES[key])
-        for name in loss_kwargs(cfg, schema):
-            if accepted is not None and name not in accepted:
-                where = f"loss.{name}" if name in ("gt_num", "stage_k", "tau", "sort", "mode") \
-                    else f"loss.kwargs.{name}"
+    if registry._key(lo.name) in registry.LOSSES:
+        accepted = registry.option_names(lo.name)
+        for name in loss_overrides(cfg):
+            if name not in accepted:
+                where = f"loss.{name}" if name in LOSS_FIELDS else f"loss.kwargs.{name}"
                 errors.append((where, f"not an argument of loss {lo.name!r} "
                                f"(accepted: {', '.join(sorted(accepted))})"))
+        if not errors:
+            try:  # every option value, checked once by the loss's own options dataclass
+                registry.loss_class(lo.name).spec.options(**loss_kwargs(cfg, schema))
+            except ValueError as err:
+                errors.append(("loss", str(err)))
     if errors:
         raise ConfigError(errors)
 
@@ -650,6 +627,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "loss_kwargs",
+    "loss_overrides",
     "parse_override",
     "read_yaml",
     "static_schema",

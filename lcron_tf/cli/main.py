@@ -183,7 +183,8 @@ def build_model(cfg: Config, schema: Any) -> Any:
     from lcron_tf.models import CascadeModel
 
     m = cfg.model
-    loss = registry.get(cfg.loss.name, **cfgmod.loss_kwargs(cfg, schema))
+    loss = registry.get(cfg.loss.name, schema=schema, quotas=cfg.model.quotas,
+                        **cfgmod.loss_overrides(cfg))
     return CascadeModel.default(
         schema,
         m.num_stages,
@@ -412,15 +413,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def ground_truth(labels: np.ndarray, mask: np.ndarray, gt_num: int) -> np.ndarray:
-    """bool ``[B, N]``: the ``gt_num`` best labels of every request's valid candidates."""
-    keyed = np.where(mask > 0, labels, -np.inf)
-    order = np.argsort(-keyed, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(labels.shape[1])[None, :], axis=1)
-    return (rank < gt_num) & (mask > 0)
-
-
 def evaluate_model(cfg: Config, model: Any, schema: Any, test: Mapping[str, np.ndarray],
                    chunk: int = 500, survival_requests: int = 2000) -> tuple[dict, dict]:
     """Test metrics (official definitions) and relaxed survival probabilities.
@@ -432,6 +424,7 @@ def evaluate_model(cfg: Config, model: Any, schema: Any, test: Mapping[str, np.n
     from lcron_tf.data.tfrecord import to_dataset
     from lcron_tf.layers import CascadeSelection
     from lcron_tf.metrics import NDCG, JointRecall, StageRecall
+    from lcron_tf.ops import ranking, validation
 
     quotas = tuple(model.quotas)
     gt = cfg.loss.gt_num or schema.gt_num
@@ -440,7 +433,7 @@ def evaluate_model(cfg: Config, model: Any, schema: Any, test: Mapping[str, np.n
         metrics.append(StageRecall(k=gt, m=q, stage=s, name=f"{name}_recall_at_{gt}_at_{q}"))
         metrics.append(NDCG(k=min(10, schema.list_size), stage=s, name=f"{name}_ndcg_at_10"))
     select = CascadeSelection(ks=quotas, tau=cfg.loss.tau or 50.0, sort=cfg.loss.sort or "neural",
-                              mode=cfg.loss.mode or "masked")
+                              mode=cfg.loss.mode or validation.DEFAULT_MODE)
     probs, gts, masks = [], [], []
     seen = 0
     for batch in to_dataset(test, chunk, shuffle=False, drop_remainder=False):
@@ -450,10 +443,10 @@ def evaluate_model(cfg: Config, model: Any, schema: Any, test: Mapping[str, np.n
             m.update_state(y_true, scores)
         if seen < survival_requests:
             probs.append(select(scores, mask=batch["mask"]).numpy())
-            lab, msk = batch["label"].numpy(), batch["mask"].numpy()
-            gts.append(ground_truth(lab, msk, gt))
+            msk = batch["mask"].numpy()
+            gts.append(ranking.ground_truth_mask(batch["label"], gt, batch["mask"]).numpy() > 0)
             masks.append(msk)
-            seen += len(lab)
+            seen += len(msk)
     out = {m.name: float(m.result()) for m in metrics}
     survival = {"prob": np.concatenate(probs).astype(np.float32), "is_gt": np.concatenate(gts),
                 "mask": np.concatenate(masks).astype(np.float32)}

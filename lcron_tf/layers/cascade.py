@@ -60,7 +60,7 @@ class CascadeSelection(_MaskArgLayer):
         ks: Sequence[int],
         tau: float = 50.0,
         sort: str = "neural",
-        mode: str = "masked",
+        mode: str = validation.DEFAULT_MODE,
         normalize: bool = True,
         **kwargs: object,
     ) -> None:
@@ -70,9 +70,9 @@ class CascadeSelection(_MaskArgLayer):
                 f"`ks` must be a non-empty sequence with one int per stage. Received: ks={ks!r}"
             )
         self.ks = [validation.check_k(f"ks[{i}]", k, None) for i, k in enumerate(ks)]
-        self.tau = validation.check_positive("tau", tau)
+        self.tau = validation.check_tau("tau", tau)
         self.sort = validation.check_choice("sort", sort, validation.SORT_CHOICES)
-        self.mode = validation.check_choice("mode", mode, rm.RELAXED_MODES)
+        self.mode = validation.check_choice("mode", mode, validation.MODE_CHOICES)
         self.normalize = bool(normalize)
 
     def call(
