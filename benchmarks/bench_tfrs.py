@@ -22,6 +22,7 @@ Adagrad's first update relative to the embeddings.
 
     python benchmarks/bench_tfrs.py --part xla --rounds 3 --epochs 1
     python benchmarks/bench_tfrs.py --part adagrad --epochs 3
+    python benchmarks/bench_tfrs.py --part loss --rounds 5   # the LCRON task alone, jit vs not
 """
 
 from __future__ import annotations
@@ -171,15 +172,55 @@ def part_adagrad(args: argparse.Namespace) -> dict:
     return out
 
 
+def part_loss(args: argparse.Namespace) -> dict:
+    """The LCRON task alone (loss + metrics, forward + gradient w.r.t. the scores) at the
+    example's shapes, LcronTask(jit_compile=True) vs False, alternated call by call."""
+    import numpy as np
+
+    from lcron_tf.metrics import JointRecall
+    from lcron_tf.models import LcronTask
+
+    data = ex.load_data(args.data_dir)
+    batch = next(iter(data["lists"].dataset("train", 256, shuffle=True, seed=0)))
+    rng = np.random.default_rng(0)
+    scores = [tf.constant(rng.normal(size=batch["label"].shape).astype("float32"))
+              for _ in range(2)]
+    fns = {}
+    for jit in (False, True):
+        task = LcronTask(loss=LcronLoss(gt_num=ex.GT, stage_k=ex.GT),
+                         metrics=[JointRecall(k=ex.GT, quotas=ex.QUOTAS)],
+                         stage_names=("retrieval", "ranking"), jit_compile=jit)
+
+        @tf.function
+        def step(s0, s1, task=task):
+            with tf.GradientTape() as tape:
+                tape.watch([s0, s1])
+                loss = task(batch["label"], [s0, s1], batch["mask"])
+            return tape.gradient(loss, [s0, s1])
+
+        step(*scores)  # trace / compile
+        fns["loss" if jit else "none"] = step
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(args.rounds * 20):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            [g.numpy() for g in fn(*scores)]
+            times[name].append(1000 * (time.perf_counter() - t0))
+    out = {"machine": machine(), "ms": {k: statistics.median(v) for k, v in times.items()}}
+    print("LcronTask forward+backward, B=256, N=50, 2 stages: "
+          + ", ".join(f"{k} {v:.2f} ms" for k, v in out["ms"].items()) + f" ({machine()})")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("xla", "adagrad"), required=True)
+    p.add_argument("--part", choices=("xla", "adagrad", "loss"), required=True)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args()
-    res = part_xla(args) if args.part == "xla" else part_adagrad(args)
+    res = {"xla": part_xla, "adagrad": part_adagrad, "loss": part_loss}[args.part](args)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2))
 
