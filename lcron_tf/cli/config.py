@@ -9,17 +9,21 @@ A config has five sections (see ``docs/cli.md`` for every key)::
     output: {run_dir, export_dir, model_name, tensorboard}
 
 :func:`load_config` reads a YAML file (or the embedded :data:`DEFAULT_YAML` when no file is
-given), applies ``--set a.b=value`` overrides (each value parsed with ``yaml.safe_load``) and
-returns a validated :class:`Config`. Unknown keys, wrong types and impossible settings
-(``k > N``, quotas not strictly decreasing, a missing data directory) raise
-:class:`ConfigError`, whose message names every offending dotted key.
+given), applies ``--set a.b=value`` overrides (each value parsed as YAML) and returns a
+validated :class:`Config`. Unknown keys, keys repeated in one YAML mapping, wrong types, NaN or
+infinite numbers and impossible settings (``k > N``, quotas not strictly decreasing, a missing
+data directory, an ``output.model_name`` that is not one plain path component, an output
+directory that is a file or lies under ``/proc``) raise :class:`ConfigError`, whose message
+names every offending dotted key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -29,6 +33,12 @@ from typing import Any
 from lcron_tf._extras import require
 
 yaml = require("yaml", "the lcron-tf command line (YAML configs)")
+
+from lcron_tf.cli.strict_yaml import (  # noqa: E402  (needs yaml, checked above)
+    DuplicateKeyError,
+    StrictSafeLoader,
+    load_yaml,
+)
 
 SOURCES = ("simulator", "movielens", "mslr", "recflow", "tfrecord")
 #: The loss options that have their own key in the ``loss`` section (others go in kwargs).
@@ -236,6 +246,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """``value`` converted to ``tp``; raises ``ConfigError`` naming ``key``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError([(key, f"must be a finite number, got {value!r}")])
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg, key)
@@ -253,6 +265,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError([(key, f"must be a finite number, got {value!r}")])
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -263,10 +277,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     elif origin is dict:
         if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+            bad = _non_finite(value, key)
+            if bad:
+                raise ConfigError(bad)
             return dict(value)
     else:  # pragma: no cover - only the types above are used
         raise TypeError(f"unsupported config type {tp!r}")
     raise ConfigError([(key, f"expected {_type_name(tp)}, got {value!r}")])
+
+
+def _non_finite(value: Any, key: str) -> list[tuple[str, str]]:
+    """``(key, message)`` for every NaN / infinite float nested in ``value`` (no number of a
+    config is meaningful as NaN or infinity: rates, temperatures, weights, fractions)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(key, f"must be a finite number, got {value!r}")]
+    if isinstance(value, Mapping):
+        return [e for k, v in value.items() for e in _non_finite(v, f"{key}.{k}")]
+    if isinstance(value, list | tuple):
+        return [e for i, v in enumerate(value) for e in _non_finite(v, f"{key}[{i}]")]
+    return []
 
 
 def _build(cls: type, raw: Any, prefix: str, errors: list[tuple[str, str]]) -> Any:
@@ -415,6 +444,46 @@ def _check_sections(cfg: Config, errors: list[tuple[str, str]]) -> None:
     for name in ("run_dir", "export_dir", "model_name"):
         if not getattr(cfg.output, name):
             errors.append((f"output.{name}", "must be a non-empty string"))
+    name = cfg.output.model_name
+    if name and not _MODEL_NAME.fullmatch(name):
+        errors.append(("output.model_name", f"must be one plain path component (letters, digits, "
+                       f"'_', '-', '.'; starting with a letter or digit; at most 128 characters) "
+                       f"because it names <export_dir>/<model_name>; got {name!r}"))
+    for name in ("run_dir", "export_dir"):
+        value = getattr(cfg.output, name)
+        problem = value and output_dir_problem(value)
+        if problem:
+            errors.append((f"output.{name}", problem))
+
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Kernel file systems: nothing there is storage, a run dir or an export cannot live there.
+_VIRTUAL_ROOTS = (Path("/proc"), Path("/sys"))
+
+
+def output_dir_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be an output directory (or None): it exists and is not a directory,
+    one of its parents is a regular file, or it lies under ``/proc`` or ``/sys``.
+
+    Static checks only (nothing is created); whether the directory can be created and written
+    is checked when a command writes it.
+    """
+    p = Path(path).expanduser()
+    try:
+        if p.exists() and not p.is_dir():
+            return f"{str(p)!r} exists and is not a directory"
+        for parent in p.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    return f"{str(parent)!r} (a parent of {str(p)!r}) is a file, not a directory"
+                break
+        resolved = p.resolve()
+    except OSError as err:
+        return f"cannot inspect {str(p)!r}: {err.strerror or err}"
+    for root in _VIRTUAL_ROOTS:
+        if resolved == root or root in resolved.parents:
+            return f"{str(p)!r} is on the kernel's virtual file system {str(root)!r}"
+    return None
 
 
 def loss_overrides(cfg: Config) -> dict[str, Any]:
@@ -529,7 +598,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError([(key or text, f"--set expects KEY=VALUE with a dotted KEY such as "
                             f"train.epochs=2; got {text!r}")], source="--set")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value) if value.strip() else None
+    except DuplicateKeyError as err:
+        raise ConfigError([(f"{key}.{err.path}", str(err))], source="--set") from None
     except yaml.YAMLError as err:
         raise ConfigError([(key, f"cannot parse value {value!r} as YAML: {err}")],
                           source="--set") from err
@@ -563,7 +634,9 @@ def read_yaml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
             raise ConfigError([("--config", f"no such file: {str(p)!r}")])
         text, source = p.read_text(), str(p)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
+    except DuplicateKeyError as err:
+        raise ConfigError([(err.path, str(err))], source=source) from None
     except yaml.YAMLError as err:
         raise ConfigError([("<yaml>", str(err))], source=source) from err
     if raw is None:
@@ -615,6 +688,7 @@ def load_config(
 __all__ = [
     "DEFAULT_YAML",
     "SOURCES",
+    "StrictSafeLoader",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -626,8 +700,10 @@ __all__ = [
     "check_against_schema",
     "from_dict",
     "load_config",
+    "load_yaml",
     "loss_kwargs",
     "loss_overrides",
+    "output_dir_problem",
     "parse_override",
     "read_yaml",
     "static_schema",

@@ -4,6 +4,7 @@ Every command reads one YAML config (``--config FILE``; the embedded 2-stage sim
 default when omitted) plus ``--set section.key=value`` overrides, and works in the config's
 run directory (``output.run_dir``, or ``--run-dir``)::
 
+    <run_dir>/.lcron-tf-run    marker: train created or adopted this directory (see rundir)
     <run_dir>/config.yaml      the resolved config of the run (train writes it)
     <run_dir>/schema.json      the data's CascadeSchema
     <run_dir>/backup/          BackupAndRestore checkpoints (every train.steps_per_checkpoint)
@@ -14,7 +15,9 @@ run directory (``output.run_dir``, or ``--run-dir``)::
     <run_dir>/tb/              TensorBoard logs
     <run_dir>/eval.json, survival.npz, export.json, report/
 
-Every file is written atomically (temporary file + rename). ``train`` killed at any point and
+``train`` uses only a new or empty directory or one with the marker, and ``--fresh`` deletes
+only the entries above (:mod:`lcron_tf.cli.rundir`). Every file is written atomically
+(temporary file + rename). ``train`` killed at any point and
 started again with the same command resumes from the last checkpoint and ends with the same
 number of optimizer steps as an uninterrupted run (see ``docs/cli.md``).
 """
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from lcron_tf.cli import config as cfgmod
+from lcron_tf.cli import rundir
 from lcron_tf.cli.config import Config, ConfigError
 
 PROG = "lcron-tf"
@@ -117,6 +121,9 @@ def resolve_config(args: argparse.Namespace, *, prefer_run_dir: bool) -> Config:
         overrides.append(f"output.run_dir={json.dumps(str(args.run_dir))}")
     if prefer_run_dir and args.config is None:
         run_dir = args.run_dir or cfgmod.load_config(None, overrides).output.run_dir
+        problem = cfgmod.output_dir_problem(run_dir)
+        if problem:  # checked before anything in it is read
+            raise ConfigError([("output.run_dir", problem)], source="--run-dir")
         recorded = Path(run_dir) / "config.yaml"
         if recorded.is_file():
             return cfgmod.load_config(recorded, overrides)
@@ -270,6 +277,30 @@ def restored_step(backup_dir: Path) -> tuple[int, int, int] | None:
     return None
 
 
+def checkpoint_mismatch(model: Any, backup_dir: Path) -> str | None:
+    """Why the latest BackupAndRestore checkpoint cannot be restored into ``model``, or None.
+
+    A trial read of the checkpoint into the (built) model: a variable of another shape, or a
+    model variable the checkpoint lacks, is reported here, before training claims to resume,
+    instead of as a crash inside ``fit``. (BackupAndRestore restores the same values again.)
+    """
+    import tensorflow as tf
+
+    for d in (backup_dir / "chief", backup_dir):
+        ckpt = tf.train.latest_checkpoint(str(d)) if d.is_dir() else None
+        if ckpt is None:
+            continue
+        try:
+            status = tf.train.Checkpoint(model=model).read(ckpt)
+            status.expect_partial()
+            status.assert_existing_objects_matched()
+        except (ValueError, AssertionError, tf.errors.OpError) as err:
+            text = " ".join(str(err).split())
+            return text[:300] + (" ..." if len(text) > 300 else "")
+        return None
+    return None
+
+
 # ----------------------------------------------------------------------------- callbacks
 
 
@@ -310,12 +341,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, prefer_run_dir=False)
     run_dir = Path(cfg.output.run_dir)
     recorded = run_dir / "config.yaml"
-    if args.fresh and run_dir.exists():
-        log(f"--fresh: removing {run_dir}")
-        shutil.rmtree(run_dir)
+    rundir.check(run_dir, fresh=args.fresh)  # lcron-tf's own (marked) or new/empty only
+    if args.fresh and rundir.is_owned(run_dir):
+        log(f"--fresh: removing lcron-tf's files from {run_dir}")
+        kept = rundir.clear(run_dir)
+        if kept:
+            log(f"--fresh: kept {len(kept)} entries lcron-tf did not write: {', '.join(kept)}")
     if recorded.is_file() and recorded.read_text() != cfg.to_yaml():
         raise CliError(f"{run_dir} holds a run with a different config ({recorded}); use "
                        "another output.run_dir (--run-dir) or pass --fresh to start over")
+    if (run_dir / "backup").exists() and not recorded.is_file():
+        raise CliError(f"{run_dir} holds a training checkpoint ({run_dir / 'backup'}) but no "
+                       "config.yaml, so nothing says which model it belongs to; pass --fresh "
+                       "to start over, or restore the run's config.yaml")
     state = read_json(run_dir / "state.json", {})
     if state.get("status") == "complete":
         log(f"run in {run_dir} is already complete ({state['optimizer_steps']} optimizer "
@@ -327,7 +365,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     schema, train, test = load_data(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.claim(run_dir)
+    stored_schema = run_dir / "schema.json"
+    if (run_dir / "backup").exists() and stored_schema.is_file() \
+            and stored_schema.read_text() != schema.to_json():
+        raise CliError(f"{run_dir} holds a checkpoint of a run on other data ({stored_schema} "
+                       "differs from the data's schema); pass --fresh to start over")
     write_atomic(recorded, cfg.to_yaml())
     write_atomic(run_dir / "schema.json", schema.to_json())
     t = cfg.train
@@ -347,6 +390,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     restored = restored_step(backup)
     start = 0
     if restored is not None:
+        mismatch = checkpoint_mismatch(model, backup)
+        if mismatch:
+            raise CliError(f"the checkpoint in {backup} does not fit the configured model "
+                           f"({mismatch}); pass --fresh to start over")
         start = restored[0]
         log(f"resumed from step {start} (checkpoint at epoch {restored[1] + 1}, "
             f"batch {restored[2] + 1}) in {backup}")
@@ -393,7 +440,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     steps = int(model.optimizer.iterations.numpy())
     weights_dir = run_dir / "model"
     for stale in run_dir.glob(".model-*"):  # left by a crash while saving weights
-        shutil.rmtree(stale, ignore_errors=True)
+        if rundir.is_owned_entry(stale.name) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=run_dir))
     model.save_weights(str(tmp / "weights"))
     old = run_dir / f".model-old-{os.getpid()}"
@@ -509,7 +557,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = load_trained_model(cfg, schema, sample)
     base = args.export_dir or cfg.output.export_dir
     path = serving.export(model, base, args.version, model_name=cfg.output.model_name,
-                          schema=schema, overwrite=args.overwrite)
+                          schema=schema, overwrite=args.overwrite,
+                          max_batch_size=(serving.DEFAULT_MAX_BATCH_SIZE
+                                          if args.max_batch_size is None
+                                          else args.max_batch_size or None),
+                          max_list_size=args.max_list_size or None)
     write_json(Path(cfg.output.run_dir) / "export.json",
                {"path": str(path), "version": int(path.name), "model_name": cfg.output.model_name,
                 "base_dir": str(base)})
@@ -637,6 +689,16 @@ def cmd_bench(argv: Sequence[str]) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", default=None,
                    help="YAML config (default: the embedded 2-stage simulator config; for "
@@ -669,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     _common(p)
     p.add_argument("--fresh", action="store_true",
-                   help="delete the run directory first and start from step 0")
+                   help="delete the files lcron-tf wrote in the run directory first and start "
+                   f"from step 0 (only in a directory train created: one with {rundir.MARKER})")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test metrics of the trained model -> eval.json",
@@ -687,7 +750,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-dir", default=None, help="base directory (default output.export_dir)")
     p.add_argument("--version", type=int, default=None,
                    help="version number (default: one more than the latest)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing version (atomically swapped: a complete version "
+                   "directory exists at every moment)")
+    p.add_argument("--max-batch-size", type=_non_negative, default=None, metavar="B",
+                   help="most requests one call may carry, checked in the graph (default 1024; "
+                   "0 = no cap); at least TF Serving's batching max_batch_size")
+    p.add_argument("--max-list-size", type=_non_negative, default=None, metavar="N",
+                   help="most candidates per request (default: the data's list size)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="run the exported cascade on requests",
@@ -743,7 +813,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except (CliError, FileNotFoundError, FileExistsError) as err:
+    except (CliError, rundir.RunDirError, FileNotFoundError, FileExistsError,
+            NotADirectoryError, IsADirectoryError, PermissionError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
 

@@ -340,9 +340,10 @@ class CascadeModel(tfrs.Model):
         """One optimizer step on ``compute_loss`` (TFRS's step, made replica-count invariant).
 
         Under the ``mixed_float16`` policy Keras wraps the optimizer in a
-        ``LossScaleOptimizer``, whose ``apply_gradients`` *unscales* the gradients: the loss is
-        scaled here accordingly (TFRS's own step does not, which silently divides every
-        gradient by the loss scale). The loss itself is always computed in float32.
+        ``LossScaleOptimizer``; the loss is then scaled before the float16 backward pass and
+        the gradients unscaled before the update, as Keras' own ``train_step`` does (TFRS's
+        step skips this, so small float16 gradients underflow to 0). The loss itself is always
+        computed in float32.
         """
         scaled = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
@@ -352,6 +353,8 @@ class CascadeModel(tfrs.Model):
             target = self.optimizer.get_scaled_loss(total) if scaled else total
         variables = self.trainable_variables
         grads = tape.gradient(target, variables)
+        if scaled:
+            grads = self.optimizer.get_unscaled_gradients(grads)
         self.optimizer.apply_gradients(
             [(_densify(g, v), v) for g, v in zip(grads, variables) if g is not None]
         )

@@ -37,9 +37,10 @@ The numeric contract, shared by every loss through :func:`prepare_inputs`:
 * bad arguments (a ragged input, wrong ranks or shapes, a ``k`` of the wrong type or
   outside ``[1, list_size]``, a ``tau`` that overflows float32, mask values outside {0, 1})
   raise ``ValueError`` naming the argument, when the function is traced;
-* a ``k`` larger than a list size known only when the step runs: the requests then have
-  ``n <= k`` valid candidates, which carry no signal: weight 0 (loss 0, zero gradients) in
-  masked mode, as every request with ``n <= k``.
+* a ``k`` (or quota) larger than a list size known only when the step runs is no error:
+  the result is that of the same requests padded to a list size ``>= k``; they have
+  ``n <= k`` valid candidates, so every term gated by ``n > k`` is 0 (LCRON's terms: weight
+  0, loss 0, zero gradients, as every request with ``n <= k``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ signature (``tf.TensorSpec`` per feature, strings included), one scorer per stag
 query and candidate towers, the quotas, and optionally a candidate corpus. The lookup
 vocabularies (``StringLookup`` tables) of your towers and every variable travel in the
 SavedModel; clients send strings. It writes ``<base_dir>/<model_name>/<version>/``
-atomically (:func:`lcron_tf.serving.export.publish_version`), verifies the reloaded
-export against the in-memory model before publishing, rejects XLA-compiled functions
+atomically (:func:`lcron_tf.serving.versioned.write_version`, as ``export`` does),
+verifies the reloaded export against the in-memory model before publishing,
+rejects XLA-compiled functions
 (serving functions are never ``jit_compile``'d) and uses stock TF ops only (the tests load
 it in a process where neither lcron_tf nor tensorflow_recommenders can be imported).
 
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from lcron_tf._keras import tf
+from lcron_tf.serving import versioned
 from lcron_tf.serving.export import (
     METADATA_FILE,
     WARMUP_FILE,
@@ -58,7 +60,6 @@ from lcron_tf.serving.export import (
     _shape_check,
     _write_warmup,
     cascade_select,
-    publish_version,
 )
 
 __all__ = ["TfrsServingModule", "export_tfrs"]
@@ -497,4 +498,6 @@ def export_tfrs(
                 )
             _verify(module, tmp, request)
 
-    return publish_version(Path(base_dir) / name, version, write, overwrite=overwrite)
+    return versioned.write_version(
+        versioned.model_dir(base_dir, name), write, version, overwrite=overwrite
+    )

@@ -33,6 +33,10 @@ def kth_largest(scores: tf.Tensor, k: int, mask: tf.Tensor) -> tf.Tensor:
     scores = tf.convert_to_tensor(scores)
     k = validation.check_k("k", k, scores.shape[1])
     key = masking.padded_last_key(scores, masking.valid_mask(mask))
+    if scores.shape[1] is None:  # list size known only at run time: it may be < k
+        floor = tf.reduce_min(key, axis=1, keepdims=True) - 1.0
+        extra = tf.maximum(k - tf.shape(key)[1], 0)
+        key = tf.concat([key, tf.tile(tf.stop_gradient(floor), [1, extra])], axis=1)
     values = tf.math.top_k(key, k=k, sorted=True).values
     return values[:, k - 1 : k]
 
