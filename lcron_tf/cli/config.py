@@ -30,9 +30,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from lcron_tf._extras import require
 
-from lcron_tf.cli.strict_yaml import DuplicateKeyError, StrictSafeLoader, load_yaml
+yaml = require("yaml", "the lcron-tf command line (YAML configs)")
+
+from lcron_tf.cli.strict_yaml import (  # noqa: E402  (needs yaml, checked above)
+    DuplicateKeyError,
+    StrictSafeLoader,
+    load_yaml,
+)
 
 SOURCES = ("simulator", "movielens", "mslr", "recflow", "tfrecord")
 #: The loss options that have their own key in the ``loss`` section (others go in kwargs).

@@ -64,6 +64,13 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
       stage_names: one name per stage (first stage first); sizes the per-stage term
         metrics and builds the weighting layer eagerly.
       track_terms: track the loss's named parts as metrics.
+      jit_compile: compile the loss and the metric updates (forward and gradient) on their
+        own with ``tf.function(jit_compile=True)``, while the rest of the model's step
+        stays as it is. This is how a model whose towers start with ``StringLookup`` (string
+        ops cannot be XLA-compiled) or that keeps a TFRS ``FactorizedTopK`` evaluation
+        (tf.data ops) trains the LCRON math under XLA: compile the MODEL without
+        ``jit_compile`` and give the task ``jit_compile=True`` (docs/tfrs.md). Keep the
+        batch shape fixed (``drop_remainder=True``): every new shape recompiles.
       name: layer name.
     """
 
@@ -73,6 +80,7 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
         metrics: Sequence[keras.metrics.Metric] | None = None,
         stage_names: Sequence[str] | None = None,
         track_terms: bool = True,
+        jit_compile: bool = False,
         name: str = "lcron_task",
         **kwargs: object,
     ) -> None:
@@ -114,6 +122,8 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
                 )
         # Assigned whole: Keras collects the Metric objects of an attribute at assignment.
         self.term_metrics = term_metrics
+        self.jit_compile = bool(jit_compile)
+        self._compiled_call = None  # built on first use (see `call`)
 
     @property
     def loss(self) -> object:
@@ -198,6 +208,27 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
           float32 scalar loss: ``sum_b w_b * loss_b / global_batch_size``.
         """
         del training
+        if self.jit_compile:
+            if self._compiled_call is None:
+                # Outside Keras attribute tracking: a cache, not state to save.
+                object.__setattr__(
+                    self, "_compiled_call", tf.function(self._loss_and_metrics, jit_compile=True)
+                )
+            labels_mask = self._labels_mask(labels, mask)
+            return self._compiled_call(
+                labels_mask[0], stage_scores, labels_mask[1], sample_weight, compute_metrics
+            )
+        return self._loss_and_metrics(labels, stage_scores, mask, sample_weight, compute_metrics)
+
+    def _loss_and_metrics(
+        self,
+        labels: tf.Tensor,
+        stage_scores: tf.Tensor | Sequence[tf.Tensor],
+        mask: tf.Tensor | None,
+        sample_weight: tf.Tensor | None,
+        compute_metrics: bool,
+    ) -> tf.Tensor:
+        """The body of :meth:`call` (the unit that ``jit_compile=True`` compiles)."""
         loss, terms = self.compute(labels, stage_scores, mask, sample_weight)
         if not compute_metrics:
             return loss
@@ -226,6 +257,7 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
             "metrics": [keras.utils.serialize_keras_object(m) for m in self.task_metrics],
             "stage_names": None if self.stage_names is None else list(self.stage_names),
             "track_terms": self.track_terms,
+            "jit_compile": self.jit_compile,
         }
 
     @classmethod

@@ -5,6 +5,8 @@
   signatures (see :mod:`lcron_tf.serving.export` for their shapes and dtypes);
   :func:`lcron_tf.serving.versioned.write_version` is its atomic versioned write, for any
   exporter.
+* :func:`~lcron_tf.serving.tfrs_export.export_tfrs` exports ANY ``tfrs.Model`` cascade from
+  its own input signature (strings in, your ids out; ``recommend`` over a corpus).
 * :class:`Client` talks to TF Serving over gRPC (``PredictionService``) or REST.
 
 An in-process stand-in for TF Serving, for tests only, is
@@ -27,6 +29,7 @@ from lcron_tf.serving.export import (
     export,
     sample_request,
 )
+from lcron_tf.serving.tfrs_export import TfrsServingModule, export_tfrs
 
 __all__ = [
     "DEFAULT_BASE_DIR",
@@ -38,7 +41,9 @@ __all__ = [
     "ServingError",
     "ServingTimeoutError",
     "ServingUnavailableError",
+    "TfrsServingModule",
     "cascade_select",
     "export",
+    "export_tfrs",
     "sample_request",
 ]

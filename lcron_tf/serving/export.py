@@ -90,10 +90,15 @@ class ServableCascade(Protocol):
     ``model(batch, training=False)`` -> float ``[B, S, N]`` stage scores, first stage first;
     ``quotas``: one serving quota per stage. Discovered when present: the schema
     (``model.schema`` or a stage's ``.schema``), the stages (``stage_models`` or ``stages``:
-    Keras models ``batch -> [B, N]``) and their names (``stage_names`` or each stage's
-    ``name``), and the retrieval tower: the first of the model and its stages that has
-    ``query_embedding(batch) -> [B, D]`` and ``candidate_embedding(item_id, item_features)
-    -> [..., D]`` (``CascadeModel.default``'s ``DssmRetrieval`` stage).
+    Keras models ``stage(batch, training=False) -> [B, N]``) and their names
+    (``stage_names`` or each stage's ``name``), and the retrieval tower: the first of the
+    model and its stages that has ``query_embedding(batch, training=False) -> [B, D]`` and
+    ``candidate_embedding(item_id, item_features, training=False) -> [..., D]``
+    (``CascadeModel.default``'s ``DssmRetrieval`` stage). Every one is called with the
+    keyword ``training=False``.
+
+    For any other ``tfrs.Model`` (string features, your own towers), use
+    :func:`lcron_tf.serving.tfrs_export.export_tfrs` instead.
     """
 
     quotas: Sequence[int]
