@@ -30,9 +30,12 @@ demo: $(DEMO_STAMP)
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 
+# Two pytest processes: the Keras 2 (tf_keras / TFRS) suite, then the Keras 3 flavour's tests
+# (tests/keras3), which cannot share a process with it.
 test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+	LCRON_TEST_FLAVOUR=keras3 $(PY) -m pytest -q tests/keras3
 
 bench: $(DEMO_STAMP)
 	$(PY) benchmarks/bench_loss.py
