@@ -113,11 +113,27 @@ class LcronTermsOptions(contract.LossOptions):
 
 @dataclasses.dataclass(frozen=True)
 class LcronOptions(contract.WeightingOptions, LcronTermsOptions):
-    """Options of the full LCRON loss: :class:`LcronTermsOptions` plus the learned weights."""
+    """Options of the full LCRON loss: :class:`LcronTermsOptions` plus the stage weights.
+
+    Attributes:
+      learn_weights, init_sigma: the learned ``sigma_s`` of the ``L_single`` terms (with
+        ``learn_weights=False`` every ``L_single`` has the fixed weight ``0.5 / init_sigma**2``:
+        the paper's Table 4 "fixed weights").
+      e2e_weight: the weight of ``L_e2e`` (1 as the official code; 0 = the paper's Table 3
+        ablation "without L_e2e").
+    """
+
+    e2e_weight: float = dataclasses.field(default=1.0, kw_only=True)
 
     def validate(self) -> None:
         super().validate()
         self._validate_weighting()
+        w = self.e2e_weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= float(w) < 1e30:
+            raise ValueError(
+                f"`e2e_weight` must be a finite number >= 0. Received: e2e_weight={w!r}"
+            )
+        self._set("e2e_weight", float(w))
 
 
 def _terms(prepared: contract.Prepared, opts: LcronTermsOptions) -> dict:
@@ -258,7 +274,9 @@ def lcron_loss(
     log_sigma: tf.Tensor | None = None,
     **overrides: Any,
 ) -> contract.LossTerms:
-    """LCRON: ``L_e2e + sum_s 0.5 / sigma_s**2 * L_single_s + ln(prod_s sigma_s)`` per request.
+    """LCRON: ``w L_e2e + sum_s 0.5 / sigma_s**2 * L_single_s + ln(prod_s sigma_s)`` per request.
+
+    (``w = e2e_weight``, 1 by default as the official code.)
 
     Args:
       stage_logits, labels, mask: see :mod:`lcron_tf.ops.contract`.
@@ -277,7 +295,9 @@ def lcron_loss(
     )
     t = _terms(prepared, opts)
     singles = tf.stack(t["single_per_request"], axis=1)  # [B, S]
-    per_request = t["e2e_per_request"] + contract.uncertainty_weighted(singles, log_sigma)
+    weighted = contract.uncertainty_weighted(singles, log_sigma)
+    e2e = t["e2e_per_request"]
+    per_request = weighted if opts.e2e_weight == 0 else opts.e2e_weight * e2e + weighted
     num_stages = len(prepared.logits)
     if log_sigma is None:
         sigma = tf.ones([num_stages], prepared.dtype)
