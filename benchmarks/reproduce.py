@@ -495,19 +495,25 @@ def _setting_quotas(dataset: str, num_stages: int) -> tuple[int, ...]:
     return (40, 30, 20) if num_stages == 3 else (30, 20)
 
 
-def bar_chart(panels: dict[str, dict], path: Path) -> None:
-    """Joint Recall (mean ± std) of every method, one panel per dataset × stage setting."""
+def _figure(n: int, height: float) -> tuple[Any, Any, Any]:
+    """A figure with one panel per setting (2 columns), unused panels hidden."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = max(1, len(panels))
+    n = max(1, n)
     cols = min(2, n)
     rows_n = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows_n, cols, figsize=(5.0 * cols, 3.6 * rows_n), squeeze=False)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5.0 * cols, height * rows_n), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
+    return plt, fig, axes
+
+
+def bar_chart(panels: dict[str, dict], path: Path) -> None:
+    """Joint Recall (mean ± std) of every method, one panel per dataset × stage setting."""
+    plt, fig, axes = _figure(len(panels), 3.6)
     for ax, (title, panel) in zip(axes.flat, panels.items()):
         rows = panel["rows"]
         methods = list(rows)
@@ -531,17 +537,7 @@ def bar_chart(panels: dict[str, dict], path: Path) -> None:
 
 def curve_chart(panels: dict[str, dict], path: Path) -> None:
     """Validation Joint Recall vs request passes: LCRON and the best baseline (mean ± std)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(1, len(panels))
-    cols = min(2, n)
-    rows_n = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows_n, cols, figsize=(5.0 * cols, 3.4 * rows_n), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
+    plt, fig, axes = _figure(len(panels), 3.4)
     for ax, (title, panel) in zip(axes.flat, panels.items()):
         rows = panel["rows"]
         baselines = [m for m in rows if m != "lcron"]

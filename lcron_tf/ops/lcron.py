@@ -200,6 +200,15 @@ def _terms(prepared: contract.Prepared, opts: LcronTermsOptions) -> dict:
     }
 
 
+def _prepare(
+    stage_logits: Sequence[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor,
+    opts: LcronTermsOptions,
+) -> contract.Prepared:
+    return contract.prepare_inputs(
+        stage_logits, labels, mask, mode=opts.mode, check_numerics=opts.check_numerics
+    )
+
+
 def lcron_loss_terms(
     stage_logits: Sequence[tf.Tensor],
     labels: tf.Tensor,
@@ -247,10 +256,7 @@ def lcron_loss_terms(
         gt_num=gt_num, stage_k=stage_k, tau=tau, sort=sort, mode=mode, label_matrix=label_matrix,
         impl=impl, eps=eps, check_numerics=check_numerics,
     )
-    prepared = contract.prepare_inputs(
-        stage_logits, labels, mask, mode=opts.mode, check_numerics=opts.check_numerics
-    )
-    t = _terms(prepared, opts)
+    t = _terms(_prepare(stage_logits, labels, mask, opts), opts)
     e2e = contract.batch_mean(t["e2e_per_request"])
     single = [contract.batch_mean(v) for v in t["single_per_request"]]
     return {
@@ -290,9 +296,7 @@ def lcron_loss(
       ``"e2e"``, ``"single/<s>"`` and ``"sigma/<s>"`` (the current ``sigma_s`` on every row).
     """
     opts = contract.resolve_options(LcronOptions, options, overrides)
-    prepared = contract.prepare_inputs(
-        stage_logits, labels, mask, mode=opts.mode, check_numerics=opts.check_numerics
-    )
+    prepared = _prepare(stage_logits, labels, mask, opts)
     t = _terms(prepared, opts)
     singles = tf.stack(t["single_per_request"], axis=1)  # [B, S]
     weighted = contract.uncertainty_weighted(singles, log_sigma)
@@ -323,10 +327,7 @@ def cascade_recall_loss(
       :class:`~lcron_tf.ops.contract.LossTerms` with the part ``"e2e"``.
     """
     opts = contract.resolve_options(LcronTermsOptions, options, overrides)
-    prepared = contract.prepare_inputs(
-        stage_logits, labels, mask, mode=opts.mode, check_numerics=opts.check_numerics
-    )
-    e2e = _terms(prepared, opts)["e2e_per_request"]
+    e2e = _terms(_prepare(stage_logits, labels, mask, opts), opts)["e2e_per_request"]
     return contract.LossTerms(e2e, {"e2e": e2e})
 
 
@@ -347,10 +348,7 @@ def stage_topk_loss(
       :class:`~lcron_tf.ops.contract.LossTerms` with the parts ``"single/<s>"``.
     """
     opts = contract.resolve_options(LcronTermsOptions, options, overrides)
-    prepared = contract.prepare_inputs(
-        stage_logits, labels, mask, mode=opts.mode, check_numerics=opts.check_numerics
-    )
-    singles = _terms(prepared, opts)["single_per_request"]
+    singles = _terms(_prepare(stage_logits, labels, mask, opts), opts)["single_per_request"]
     return contract.LossTerms(tf.add_n(singles), _stage_parts("single", singles))
 
 
