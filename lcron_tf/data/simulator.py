@@ -9,15 +9,18 @@ cascade* of imperfect stage models run over the whole item corpus for every requ
 From the logs we cut the same stage groups and labels as RecFlow / the official LCRON code:
 
 * 2-stage (``num_stages=2``, N = 40): 10 each of ``rank_pos`` (passed the rank stage;
-  label ``30 - rank_index``, rank_index in 1..K distinct within the request), ``rank_neg``
-  (reached rank, cut there; label 7), ``coarse_neg`` (reached coarse rank, cut there;
-  label 6), ``prerank_neg`` (retrieved, cut by pre-rank; label 5). quotas (30, 20).
-* 3-stage (``num_stages=3``, N = 50): ``rerank_pos`` (passed rerank; ``30 - rerank_index``),
-  ``rerank_neg`` (8), ``rank_neg`` (7), ``coarse_neg`` (6), ``prerank_neg`` (5).
-  quotas (40, 30, 20).
+  label ``30 - rank_index``, rank_index in 1..20, distinct), ``rank_neg`` (reached rank,
+  cut there; label 7), ``coarse_neg`` (reached coarse rank, cut there; label 6),
+  ``prerank_neg`` (retrieved, cut by pre-rank; label 5). quotas (30, 20).
+* 3-stage (``num_stages=3``, N = 50): ``rerank_pos`` (passed rerank;
+  ``30 - rerank_index``), ``rerank_neg`` (8), ``rank_neg`` (7), ``coarse_neg`` (6),
+  ``prerank_neg`` (5). quotas (40, 30, 20).
 
-Each group holds a uniformly random sample of 10 of the logged items of that group, in
-random order. gt_num = 10 (the positive group).
+Each negative group is a uniformly random sample of 10 of the items its stage cut; the
+positive group is a uniformly random 10 of what its stage kept (rank_index 1..20, the range
+of the LCRON paper's Table 1), or the stage's top 10 with ``positives="top"`` (analysis
+only: ``benchmarks/fs_ranknet_analysis.py``). Every group is in random order.
+gt_num = 10 (the positive group).
 
 The true utility of item j for request r (each term standardised to unit scale)::
 
@@ -64,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1024  # requests per vectorised chunk (fixed: part of the random stream layout)
 STAGES = ("retrieval", "prerank", "coarse", "rank", "rerank")
+POSITIVES = ("top", "random")  # SimulatorConfig.positives
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +85,14 @@ class SimulatorConfig:
       num_cate1, cate2_per_cate1, num_authors, num_upload_types, num_freshness: item fields.
       num_genders, num_ages, num_provinces, num_devices: user fields.
       per_group: items per stage group (10 in RecFlow).
+      positives: how the positive group (``rank_pos``; ``rerank_pos`` in 3-stage) is cut
+        from the output of its stage. ``"random"`` (default): a uniformly random
+        ``per_group`` of everything the stage kept, so rank_index spans 1..rank_keep (20),
+        the range the LCRON paper's Table 1 gives for RecFlow's rank_pos labels.
+        ``"top"``: the stage's top ``per_group`` items (rank_index 1..per_group; the
+        "Top-10" reading of RecFlow's Figure 1); the items the stage kept below them are
+        then in no group. The negative groups are uniformly random samples of what each
+        stage cut in both modes, and the same draws: only the positive group differs.
       retrieval_size, prerank_keep, coarse_keep, rank_keep, rerank_keep, exposure_size:
         the logged production cascade's quotas (corpus -> R -> P -> C -> K -> E -> X).
       retrieval_rank: latent dims the retrieval two-tower uses (low capacity).
@@ -112,6 +124,7 @@ class SimulatorConfig:
     num_provinces: int = 30
     num_devices: int = 5
     per_group: int = 10
+    positives: str = "random"
     retrieval_size: int = 500
     prerank_keep: int = 200
     coarse_keep: int = 80
@@ -136,6 +149,10 @@ class SimulatorConfig:
     def __post_init__(self) -> None:
         if self.num_stages not in (2, 3):
             raise ValueError(f"`num_stages` must be 2 or 3. Received: num_stages={self.num_stages}")
+        if self.positives not in POSITIVES:
+            raise ValueError(
+                f"`positives` must be one of {POSITIVES}. Received: positives={self.positives!r}"
+            )
         for name in ("num_requests", "num_users", "num_items", "history_length", "latent_dim",
                      "user_log_length", "session_length", "per_group", "num_cate1",
                      "cate2_per_cate1", "num_authors", "num_upload_types", "num_freshness",
@@ -385,6 +402,22 @@ def _sample_from(
     return pos, np.take_along_axis(pool, pos, axis=1)
 
 
+def _positives(
+    rng: np.random.Generator, kept: np.ndarray, k: int, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The positive group from ``kept`` [B, m] (a stage's output, best first): (pos, items).
+
+    ``"random"``: k random positions. ``"top"``: positions 0..k-1 (the stage's top k), in a
+    random order within the group. Both consume the same random draws (the random sample's
+    order gives the permutation), so the negative groups cut afterwards are identical.
+    """
+    pos, items = _sample_from(rng, kept, k)
+    if mode == "top":
+        pos = np.argsort(pos, axis=1)  # a uniformly random permutation of 0..k-1
+        items = np.take_along_axis(kept, pos, axis=1)
+    return pos, items
+
+
 def _argtopk(scores: np.ndarray, k: int, *, ordered: bool = True) -> np.ndarray:
     """Indices of the k largest scores per row (best first when ``ordered``)."""
     m = scores.shape[1]
@@ -492,12 +525,10 @@ def _simulate_chunk(
 
     # --- cut the stage groups (positions into ``retrieved``) and labels
     groups: list[tuple[np.ndarray, np.ndarray]] = []  # (positions [b, g], labels [b, g])
-    if c.num_stages == 2:
-        pos, sel = _sample_from(rng, passed_rank, g)  # pos = rank_index - 1
-        groups.append((sel, (30 - (pos + 1)).astype(np.float32)))
-    else:
-        pos, sel = _sample_from(rng, rerank_order[:, : c.rerank_keep], g)
-        groups.append((sel, (30 - (pos + 1)).astype(np.float32)))
+    kept = passed_rank if c.num_stages == 2 else rerank_order[:, : c.rerank_keep]
+    pos, sel = _positives(rng, kept, g, c.positives)  # pos = rank_index - 1
+    groups.append((sel, (30 - (pos + 1)).astype(np.float32)))
+    if c.num_stages == 3:
         _, sel = _sample_from(rng, rerank_order[:, c.rerank_keep :], g)
         groups.append((sel, np.full((b, g), 8, np.float32)))
     for pool, lab in (

@@ -64,7 +64,7 @@ def test_labels_follow_the_official_code():
     _, a2 = simulate(SMALL)
     lab = a2["label"]
     pos = lab[:, :10]
-    assert ((pos >= 10) & (pos <= 29)).all()  # 30 - rank_index, rank_index in 1..20
+    assert ((pos >= 10) & (pos <= 29)).all()  # 30 - rank_index (1..10, or 1..20 "random")
     assert all(len(set(row)) == 10 for row in pos)  # distinct rank_index
     np.testing.assert_array_equal(lab[:, 10:], np.repeat([[7.0] * 10 + [6.0] * 10 + [5.0] * 10],
                                                          300, 0))
@@ -91,7 +91,53 @@ def test_logged_cascade_is_consistent_and_biased():
     assert truth["exposed"][:, 10:].sum() == 0 and truth["exposed"][:, :10].any()
 
 
+def test_positives_top_are_the_top_of_their_stage_in_random_order():
+    """positives="top": rank_pos / rerank_pos = the top 10 of the stage."""
+    _, a, truth = simulate(SMALL, num_requests=500, positives="top", return_truth=True)
+    pos_label = a["label"][:, :10]
+    # rank_index = 30 - label is exactly 1..10 in every request: the rank stage's top 10.
+    np.testing.assert_array_equal(np.sort(pos_label, 1), np.tile(np.arange(20.0, 30.0), (500, 1)))
+    # rank_index is the rank stage's own order: the best label has the best logged rank score.
+    rank_score = truth["stage_scores"][:, :10, 3]
+    np.testing.assert_array_equal(np.argsort(-pos_label, 1), np.argsort(-rank_score, 1))
+    # ... and every positive beats every rank_neg on the rank stage's score.
+    assert (rank_score.min(1) > truth["stage_scores"][:, 10:20, 3].max(1)).all()
+    # The group is laid out in random order, not in rank order.
+    assert (np.diff(pos_label, axis=1) < 0).all(1).mean() < 0.01
+    # 3-stage: the rerank's top 10 out of a longer rerank output (15 kept here).
+    cfg = dataclasses.replace(SMALL, num_stages=3, coarse_keep=50, rank_keep=30, rerank_keep=15,
+                              positives="top")
+    _, a3 = simulate(cfg)
+    np.testing.assert_array_equal(np.sort(a3["label"][:, :10], 1),
+                                  np.tile(np.arange(20.0, 30.0), (300, 1)))
+
+
+@pytest.mark.parametrize("num_stages", [2, 3])
+def test_positives_random_default_changes_only_the_positive_group(num_stages):
+    cfg = dataclasses.replace(SMALL, num_stages=num_stages, coarse_keep=50, rank_keep=30,
+                              rerank_keep=15)
+    _, top = simulate(cfg, positives="top")
+    _, rnd = simulate(cfg)  # the default
+    # A random 10 of everything the stage kept: rank_index beyond 10 occurs.
+    kept = 30 if num_stages == 2 else 15
+    rnd_index = 30 - rnd["label"][:, :10]
+    assert rnd_index.min() >= 1 and rnd_index.max() <= kept and (rnd_index > 10).any()
+    assert all(len(set(row)) == 10 for row in rnd_index)
+    # The negative groups are the same draws in both modes (only the positives differ).
+    for k in ("item_id", "item_features", "label"):
+        np.testing.assert_array_equal(top[k][:, 10:], rnd[k][:, 10:], err_msg=k)
+    for k in ("user_id", "user_features", "history", "stage_group", "mask"):
+        np.testing.assert_array_equal(top[k], rnd[k], err_msg=k)
+    # The random sample's members from the stage's top 10 are among the top positives.
+    for t_items, r_items, r_index in zip(top["item_id"][:, :10], rnd["item_id"][:, :10],
+                                         rnd_index):
+        assert set(r_items[r_index <= 10]) <= set(t_items)
+    assert not np.array_equal(top["item_id"][:, :10], rnd["item_id"][:, :10])
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="positives"):
+        SimulatorConfig(positives="bottom")
     with pytest.raises(ValueError, match="num_stages"):
         SimulatorConfig(num_stages=4)
     with pytest.raises(ValueError, match="rank_neg pool"):
