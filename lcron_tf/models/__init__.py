@@ -1,6 +1,8 @@
-"""TFRS glue: stage towers, the LCRON task and the end-to-end cascade model."""
+"""TFRS glue: stage towers (presets ``paper`` and ``lite``), the LCRON task and the cascade."""
 
 from lcron_tf.models.cascade_model import CascadeModel, default_metrics
+from lcron_tf.models.paper import FieldEmbedding, PaperDin, PaperDssm, PaperMlp, field_layout
+from lcron_tf.models.presets import PRESETS
 from lcron_tf.models.task import LcronTask
 from lcron_tf.models.towers import (
     DinRanker,
@@ -15,10 +17,16 @@ __all__ = [
     "CascadeModel",
     "DinRanker",
     "DssmRetrieval",
+    "FieldEmbedding",
     "ItemTower",
     "LcronTask",
     "MlpPreRanker",
     "MultiFieldEmbedding",
+    "PRESETS",
+    "PaperDin",
+    "PaperDssm",
+    "PaperMlp",
     "UserTower",
     "default_metrics",
+    "field_layout",
 ]

@@ -168,6 +168,34 @@ class _SchemaTower(keras.Model):
         return cls(**config)
 
 
+def split_attention_logits(
+    attention: keras.Sequential, hist_emb: tf.Tensor, cand_emb: tf.Tensor
+) -> tf.Tensor:
+    """``attention([hist_emb_bh ‖ cand_emb_bn])`` for every (candidate, history) pair, split.
+
+    ``attention`` is a built two-layer MLP ``Dense(U, relu) -> Dense(1)`` on ``2 D`` inputs.
+    With its first kernel ``[W_h; W_c]`` the pre-activation is ``A_bh + C_bn`` (``A = hist
+    W_h``, ``C = cand W_c + bias``), so the ``[B, N, H, 2D]`` pair tensor and its matmul are
+    never formed (exact: the same weights, equal to float rounding).
+
+    Args:
+      attention: the attention MLP (its layers' weights are read directly).
+      hist_emb: float ``[B, H, D]`` history item embeddings.
+      cand_emb: float ``[B, N, D]`` candidate embeddings.
+
+    Returns:
+      ``[B, N, H]`` attention logits (before masking and softmax), in the inputs' dtype.
+    """
+    first, last = attention.layers
+    d = hist_emb.shape[-1]
+    kernel = tf.cast(first.kernel, hist_emb.dtype)  # [2D, U]: history rows, then candidate
+    a = tf.einsum("bhd,du->bhu", hist_emb, kernel[:d])  # [B, H, U]
+    c = tf.einsum("bnd,du->bnu", cand_emb, kernel[d:]) + tf.cast(first.bias, cand_emb.dtype)
+    hidden = first.activation(c[:, :, None, :] + a[:, None, :, :])  # [B, N, H, U]
+    w = tf.cast(last.kernel[:, 0], hidden.dtype)
+    return tf.einsum("bnhu,u->bnh", hidden, w) + tf.cast(last.bias[0], hidden.dtype)
+
+
 def _masked_mean(emb: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """``[B, H, d]``, ``[B, H]`` -> ``[B, d]`` mean over valid positions (0 if none)."""
     total = tf.reduce_sum(emb * mask[..., None], axis=1)
@@ -437,13 +465,7 @@ class DinRanker(_SchemaTower):
         Returns:
           float32 ``[B, N, H]`` attention logits (before masking and softmax).
         """
-        d = self.emb_dim
-        first, last = self.attention.layers
-        kernel = first.kernel  # [2d, U]: history rows first, then candidate rows
-        a = tf.einsum("bhd,du->bhu", hist_emb, kernel[:d])  # [B, H, U]
-        c = tf.einsum("bnd,du->bnu", cand_emb, kernel[d:]) + first.bias  # [B, N, U]
-        hidden = first.activation(c[:, :, None, :] + a[:, None, :, :])  # [B, N, H, U]
-        return tf.einsum("bnhu,u->bnh", hidden, last.kernel[:, 0]) + last.bias[0]
+        return split_attention_logits(self.attention, hist_emb, cand_emb)
 
     def call(self, batch: Batch, training: bool = False) -> tf.Tensor:
         hist, hmask = self._history(batch)  # [B, H]
