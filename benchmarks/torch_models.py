@@ -4,9 +4,11 @@ Same architecture, sizes and work as ``CascadeModel.default(schema, S, preset="p
 (lcron_tf/models/paper.py; lcron_method.md §6), reading the same canonical batch dict (torch
 tensors): per model one fused embedding table laid out by :func:`lcron_tf.models.field_layout`
 (frozen zero padding rows, dense gradients as ``nn.Embedding``), the DSSM towers, the MLP
-pre-ranker and DIN with its attention MLP evaluated split (``attention="split"``, the same
-algorithm as lcron_tf) or on the concatenated ``[B N, H, 2 D]`` pairs as the official code
-(``attention="concat"``). The loss is ``tests/torch_oracle.lcron_loss_torch`` (one
+pre-ranker and DIN with its attention MLP evaluated three ways: ``"loop"`` (lcron_tf's
+algorithm: the split first layer and the ReLU hidden layer summed unit by unit with a
+written-out gradient, no ``[B, N, H, U]`` tensor), ``"split"`` (split first layer, the
+hidden layer materialised) or ``"concat"`` (the official form: an MLP on the concatenated
+``[B N, H, 2 D]`` pairs). The loss is ``tests/torch_oracle.lcron_loss_torch`` (one
 evaluation; the code the parity tests check against lcron_tf) with learned sigmas.
 
 Written from the formulas, not from the official code. Torch is an optional dependency: this
@@ -56,6 +58,31 @@ class FieldEmbedding(nn.Module):
         offsets = torch.tensor([self.offsets[t] for t in tables], dtype=ids.dtype)
         emb = nn.functional.embedding(ids + offsets, self.weight)
         return emb.masked_fill((ids == 0)[..., None], 0.0)
+
+
+class HingeLogits(torch.autograd.Function):
+    """``sum_u w_u relu(a[b, h, u] + c[b, n, u])`` one ``[B, N, H]`` slice per unit, with the
+    gradient written out (the same algorithm as lcron_tf.ops.attention.hinge_logits)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        at, ct = a.permute(2, 0, 1).contiguous(), c.permute(2, 0, 1).contiguous()
+        out = torch.zeros(c.shape[0], c.shape[1], a.shape[1], dtype=a.dtype)
+        for u in range(at.shape[0]):
+            out += torch.relu(ct[u][:, :, None] + at[u][:, None, :]) * w[u]
+        ctx.save_for_backward(at, ct, w)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        at, ct, w = ctx.saved_tensors
+        da, dc, dw = torch.empty_like(at), torch.empty_like(ct), torch.empty_like(w)
+        for u in range(at.shape[0]):
+            pre = ct[u][:, :, None] + at[u][:, None, :]
+            gm = torch.where(pre > 0, g * w[u], 0.0)
+            da[u], dc[u] = gm.sum(1), gm.sum(2)
+            dw[u] = (torch.relu(pre) * g).sum()
+        return da.permute(1, 2, 0), dc.permute(1, 2, 0), dw
 
 
 class _Tower(nn.Module):
@@ -132,6 +159,8 @@ class Din(_Tower):
         w = hist.shape[-1]
         a = hist @ self.att1.weight[:, :w].T  # [B, H, U]
         c = cand @ self.att1.weight[:, w:].T + self.att1.bias  # [B, N, U]
+        if self.attention_mode == "loop":  # lcron_tf's algorithm
+            return HingeLogits.apply(a, c, self.att2.weight[0]) + self.att2.bias[0]
         hidden = torch.relu(c[:, :, None, :] + a[:, None, :, :])  # [B, N, H, U]
         return hidden @ self.att2.weight[0] + self.att2.bias[0]
 
