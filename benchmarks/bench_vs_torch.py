@@ -30,8 +30,10 @@ inter-op 1; the load average and the CPU model are recorded):
 Prints one line per round, medians, ratios (torch ms / lcron_tf ms: > 1 = lcron_tf faster),
 the goals of issue 15 as MET / MISSED, and RESULTS.md rows; ``--json FILE`` saves it all. glibc's
 malloc runs with its defaults (both frameworks; ``MALLOC_*`` variables in the environment
-are recorded). Tuning it (``MALLOC_MMAP_THRESHOLD_``/``TOP_PAD_``) made lcron_tf's loss 3x
-faster and torch's loop attention 15x slower in one trial here, so neither side gets it.
+are recorded); torch's OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, 3-5x
+faster torch on this shared machine). Tuning malloc (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TOP_PAD_``) made lcron_tf's loss 3x faster and torch's loop attention 15x slower in
+one trial here, so neither side gets it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,12 @@ def load() -> list[float]:
 
 
 def setup_threads(threads: int) -> tuple:
-    """Import TF and torch with ``threads`` compute threads each (before any op runs)."""
+    """Import TF and torch with ``threads`` compute threads each (before any op runs).
+
+    torch's OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless set): on this
+    shared machine their default spin-waiting made torch's loss 3-5x slower (measured).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import tensorflow as tf
 
     import lcron_tf  # noqa: F401  (binds Keras 2)
@@ -307,6 +314,40 @@ def goals(res: dict) -> list[str]:
     return lines
 
 
+def run_sections_apart(sections: list[str], argv: list[str], args: argparse.Namespace) -> dict:
+    """Each section in its own process (one section's allocations and threads slowed the
+    next one's torch side 7x when they shared a process), then the goals of all."""
+    import subprocess
+    import tempfile
+
+    keep, skip = [], False
+    for a in argv:  # argv without --sections / --json
+        if skip:
+            skip = False
+        elif a in ("--sections", "--json"):
+            skip = True
+        elif not a.startswith(("--sections=", "--json=")):
+            keep.append(a)
+    res: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for sec in sections:
+            out = Path(tmp) / f"{sec}.json"
+            subprocess.run([sys.executable, __file__, *keep, "--sections", sec, "--json",
+                            str(out)], check=True)
+            part = json.loads(out.read_text())
+            for key, value in part.items():
+                res.setdefault(key, value)
+            res[sec] = part.get(sec, [])
+    res["command"] = " ".join([Path(sys.executable).name, __file__, *argv])
+    res["goals"] = goals(res)
+    print("## goals (all sections)", flush=True)
+    for line in res["goals"]:
+        print(line, flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=float))
+    return res
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -320,6 +361,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="also time torch DIN with the official pair-tensor attention")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    sections = args.sections.split(",")
+    if len(sections) > 1:
+        return run_sections_apart(sections, argv if argv is not None else sys.argv[1:], args)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     sys.path.insert(0, str(ROOT / "tests"))
     tf, torch = setup_threads(args.threads)
@@ -332,12 +376,11 @@ def main(argv: list[str] | None = None) -> dict:
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
         "tf": tf.__version__, "torch": torch.__version__, "load_start": load(),
-        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "OMP_"))},
     }
     log(f"# bench_vs_torch  {res['date_utc']} UTC  CPU {res['cpu']} ({res['cores']} cores)  "
         f"threads {args.threads} each  TF {res['tf']}  torch {res['torch']}  load {load()}")
     log(f"# command: {res['command']}")
-    sections = args.sections.split(",")
     if "loss" in sections:
         res["loss"] = bench_loss(tf, torch, args, log)
     if "train" in sections:
