@@ -1,6 +1,7 @@
 """TFRS glue: stage towers (presets ``paper`` and ``lite``), the LCRON task and the cascade."""
 
 from lcron_tf.models.cascade_model import CascadeModel, default_metrics
+from lcron_tf.models.multitask import CascadeMultiTask, positive_pairs
 from lcron_tf.models.paper import FieldEmbedding, PaperDin, PaperDssm, PaperMlp, field_layout
 from lcron_tf.models.presets import PRESETS
 from lcron_tf.models.task import LcronTask
@@ -15,6 +16,7 @@ from lcron_tf.models.towers import (
 
 __all__ = [
     "CascadeModel",
+    "CascadeMultiTask",
     "DinRanker",
     "DssmRetrieval",
     "FieldEmbedding",
@@ -29,4 +31,5 @@ __all__ = [
     "UserTower",
     "default_metrics",
     "field_layout",
+    "positive_pairs",
 ]

@@ -18,12 +18,14 @@ from lcron_tf.ops import lean, sorting, validation
 EPS = 1e-6
 
 # impl="auto" uses the lean (no [B, N, N]) path when the static list size exceeds this,
-# per relaxed sort. Measured (benchmarks/RESULTS.md, XLA, fwd+bwd of the up/down terms):
-# lean is faster than dense from N = 40 up (about 0.6x the time at N = 40, 0.2-0.5x at
-# N = 100-128, and the gap grows as N), so the threshold is set by the paper sizes instead:
-# N <= 50 (RecFlow 2-stage N = 40, 3-stage N = 50) keeps the dense matrix, whose numbers
-# match the official code bit for bit; anything longer takes the lean path.
-LEAN_MIN_LIST_SIZE = {"neural": 50, "soft": 50}
+# per relaxed sort. Set by measurement (`benchmarks/bench_loss.py --sections crossover`,
+# benchmarks/RESULTS.md "impl crossover"): the whole loss forward + backward, dense vs lean,
+# N = 10 .. 100, B = 1024 (2 stages) and B = 256 (3 stages), under XLA and in a plain
+# tf.function. Lean is faster from N = 32 on in almost every series (at the paper's N = 40:
+# 0.5-0.7x the dense time with NeuralSort, 0.6-0.7x with SoftSort, XLA); at N <= 24 dense is
+# as fast or faster. The crossover did not depend on B or the number of stages beyond the
+# measurement noise, so the rule depends on N only.
+LEAN_MIN_LIST_SIZE = {"neural": 31, "soft": 31}
 
 
 def resolve_impl(impl: str, sort: str, list_size: int | None) -> str:

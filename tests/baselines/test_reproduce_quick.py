@@ -28,11 +28,9 @@ def reproduce():
 
 
 def test_toy_benchmark_reports_every_method(reproduce, tmp_path):
-    out = reproduce.main([
-        "--quick", "--datasets", "sim", "--stages", "2", "--seeds", "1",
-        "--num-requests", "150", "--max-train-requests", "100", "--batch-size", "50",
-        "--out", str(tmp_path),
-    ])
+    argv = ["--quick", "--datasets", "sim", "--stages", "2", "--seeds", "1",
+            "--train-requests", "100", "--batch-size", "50", "--out", str(tmp_path)]
+    out = reproduce.main(argv)
     text = (tmp_path / "results.md").read_text()
     assert text == out["tables"]
     assert "| Method | Joint R@10@20 | Ranking R@10@20 | Ranking NDCG@10 |" in text
@@ -41,9 +39,18 @@ def test_toy_benchmark_reports_every_method(reproduce, tmp_path):
     assert len(out["runs"]) == len(registry.names())
     for run in out["runs"]:
         for key in reproduce.metric_names(2):
-            assert 0.0 <= run[key] <= 1.0
+            assert 0.0 <= run["metrics"][key] <= 1.0
+        assert run["request_passes"] == 100 and len(run["val_curve"]) == 2
+        assert run["versions"]["tensorflow"] and run["date"]
     assert (tmp_path / "joint_recall.png").stat().st_size > 0
-    assert (tmp_path / "results.json").exists()
+    assert (tmp_path / "learning_curves.png").stat().st_size > 0
+    files = sorted(tmp_path.glob("sim-2stage/*/seed0.json"))
+    assert len(files) == len(registry.names())
+    # A rerun skips every finished run and rebuilds the same tables from the JSON files.
+    again = reproduce.main(argv)
+    assert again["runs"] == [] and again["tables"] == out["tables"]
+    table_only = reproduce.main(["--table-only", "--out", str(tmp_path)])
+    assert table_only["tables"] == out["tables"]
 
 
 def test_missing_movielens_is_skipped_with_a_reason(reproduce, tmp_path):
