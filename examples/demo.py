@@ -117,7 +117,7 @@ def main() -> None:
     print(f"data: {args.requests} train / 2048 test requests, N={schema.list_size}, "
           f"GT={schema.gt_num}, quotas={schema.quotas}", flush=True)
 
-    model = CascadeModel.default(schema, num_stages=2)  # DSSM -> DIN, paper sizes
+    model = CascadeModel.default(schema, num_stages=2)  # paper preset: DSSM -> DIN, paper sizes
     before, loss_before = joint_recall(model, test), test_loss(model, test)
     print(f"before training: test loss {loss_before:.4f}  JointRecall@10@20 {before:.4f}",
           flush=True)

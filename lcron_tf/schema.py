@@ -19,9 +19,21 @@ key                dtype      shape               meaning
                                                   of the logged stage group (-1 = padded)
 =================  =========  ==================  ==========================================
 
-``U``, ``H``, ``N`` and ``F`` are fixed per dataset and described by a
+One optional key, present exactly when the schema declares ``history_feature_names``:
+
+========================  =====  =============  ===========================================
+``history_features``      int64  ``[B, H, Fh]``  categorical fields of the history items
+                                                 (0 where ``history`` is 0); column ``j`` is
+                                                 the item feature named
+                                                 ``history_feature_names[j]``
+========================  =====  =============  ===========================================
+
+``U``, ``H``, ``N``, ``F`` and ``Fh`` are fixed per dataset and described by a
 :class:`CascadeSchema`, which also carries the vocabulary size of every id field
-(ids are in ``[0, vocab)``, 0 reserved for padding) so towers can size embeddings.
+(ids are in ``[0, vocab)``, 0 reserved for padding) so towers can size embeddings, and
+optionally a name per feature column (``user_feature_names``, ``item_feature_names``), which
+the ``paper`` model preset uses to find the official fields. Schemas and records written
+before these optional fields existed load unchanged (the fields default to empty).
 """
 
 from __future__ import annotations
@@ -44,6 +56,11 @@ FEATURE_KEYS = (
     "stage_group",
 )
 
+HISTORY_FEATURES = "history_features"
+"""The optional key (see the module docstring); :attr:`CascadeSchema.feature_keys` lists it."""
+
+ALL_KEYS = (*FEATURE_KEYS, HISTORY_FEATURES)
+
 DTYPES = {
     "user_id": tf.int64,
     "user_features": tf.int64,
@@ -53,6 +70,7 @@ DTYPES = {
     "label": tf.float32,
     "mask": tf.float32,
     "stage_group": tf.int32,
+    HISTORY_FEATURES: tf.int64,
 }
 
 
@@ -72,6 +90,12 @@ class CascadeSchema:
       gt_num: size of the ground-truth set per request.
       quotas: serving quotas of the cascade, first stage first (e.g. ``(30, 20)``).
       name: dataset name, for logs.
+      user_feature_names: optional name of every ``user_features`` column (``()`` = unnamed),
+        e.g. ``("request_wday", ..., "province")``.
+      item_feature_names: optional name of every ``item_features`` column.
+      history_feature_names: item feature names whose values the history items also carry,
+        in the column order of the ``history_features`` key (``()`` = no such key). Each must
+        be in ``item_feature_names``; it shares that column's vocabulary.
     """
 
     list_size: int
@@ -84,6 +108,9 @@ class CascadeSchema:
     gt_num: int = 10
     quotas: tuple[int, ...] = (30, 20)
     name: str = "cascade"
+    user_feature_names: tuple[str, ...] = ()
+    item_feature_names: tuple[str, ...] = ()
+    history_feature_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in ("list_size", "history_length", "user_vocab", "item_vocab", "gt_num"):
@@ -94,6 +121,7 @@ class CascadeSchema:
             object.__setattr__(self, field, tuple(int(v) for v in getattr(self, field)))
         object.__setattr__(self, "stage_groups", tuple(str(v) for v in self.stage_groups))
         object.__setattr__(self, "quotas", tuple(int(v) for v in self.quotas))
+        self._check_names()
         if self.gt_num > self.list_size:
             raise ValueError(
                 f"`gt_num` must be <= list_size={self.list_size}. Received: gt_num={self.gt_num}"
@@ -109,6 +137,29 @@ class CascadeSchema:
                 f"the last quota must be >= gt_num={self.gt_num}. Received: quotas={q}"
             )
 
+    def _check_names(self) -> None:
+        for field, vocabs in (("user_feature_names", self.user_feature_vocabs),
+                              ("item_feature_names", self.item_feature_vocabs),
+                              ("history_feature_names", None)):
+            names = getattr(self, field)
+            if isinstance(names, str):
+                raise ValueError(f"`{field}` must be a sequence of names. Received: {names!r}")
+            names = tuple(str(v) for v in names)
+            object.__setattr__(self, field, names)
+            if vocabs is not None and names and len(names) != len(vocabs):
+                raise ValueError(
+                    f"`{field}` must name every column ({len(vocabs)}) or be empty. "
+                    f"Received: {names}"
+                )
+            if len(set(names)) != len(names):
+                raise ValueError(f"`{field}` must be unique. Received: {names}")
+        unknown = [n for n in self.history_feature_names if n not in self.item_feature_names]
+        if unknown:
+            raise ValueError(
+                f"`history_feature_names` {unknown} are not in item_feature_names="
+                f"{self.item_feature_names}"
+            )
+
     @property
     def num_user_features(self) -> int:
         return len(self.user_feature_vocabs)
@@ -117,10 +168,30 @@ class CascadeSchema:
     def num_item_features(self) -> int:
         return len(self.item_feature_vocabs)
 
+    @property
+    def num_history_features(self) -> int:
+        """Fh, columns of the optional ``history_features`` key (0 = no such key)."""
+        return len(self.history_feature_names)
+
+    @property
+    def history_feature_columns(self) -> tuple[int, ...]:
+        """Index into ``item_features`` of every ``history_features`` column."""
+        return tuple(self.item_feature_names.index(n) for n in self.history_feature_names)
+
+    @property
+    def history_feature_vocabs(self) -> tuple[int, ...]:
+        """Vocabulary size of every ``history_features`` column (its item feature's)."""
+        return tuple(self.item_feature_vocabs[c] for c in self.history_feature_columns)
+
+    @property
+    def feature_keys(self) -> tuple[str, ...]:
+        """The keys of a batch of this schema: :data:`FEATURE_KEYS` (+ ``history_features``)."""
+        return FEATURE_KEYS + ((HISTORY_FEATURES,) if self.history_feature_names else ())
+
     def feature_specs(self, batch_size: int | None = None) -> dict[str, tf.TensorSpec]:
-        """``tf.TensorSpec`` of every key of a batch (``batch_size`` None = dynamic)."""
+        """``tf.TensorSpec`` of every :attr:`feature_keys` key (``batch_size`` None = dynamic)."""
         b, n = batch_size, self.list_size
-        return {
+        specs = {
             "user_id": tf.TensorSpec([b], tf.int64, "user_id"),
             "user_features": tf.TensorSpec([b, self.num_user_features], tf.int64, "user_features"),
             "history": tf.TensorSpec([b, self.history_length], tf.int64, "history"),
@@ -132,6 +203,11 @@ class CascadeSchema:
             "mask": tf.TensorSpec([b, n], tf.float32, "mask"),
             "stage_group": tf.TensorSpec([b, n], tf.int32, "stage_group"),
         }
+        if self.history_feature_names:
+            specs[HISTORY_FEATURES] = tf.TensorSpec(
+                [b, self.history_length, self.num_history_features], tf.int64, HISTORY_FEATURES
+            )
+        return specs
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -148,9 +224,10 @@ class CascadeSchema:
 def validate_batch(batch: Mapping[str, np.ndarray | tf.Tensor], schema: CascadeSchema) -> None:
     """Raise ``ValueError`` naming the key if a batch does not match ``schema`` (static shapes)."""
     specs = schema.feature_specs()
-    missing = [k for k in FEATURE_KEYS if k not in batch]
+    keys = schema.feature_keys
+    missing = [k for k in keys if k not in batch]
     if missing:
-        raise ValueError(f"batch is missing keys {missing}; expected {list(FEATURE_KEYS)}")
+        raise ValueError(f"batch is missing keys {missing}; expected {list(keys)}")
     for key, spec in specs.items():
         shape = tuple(np.shape(batch[key]))
         if len(shape) != len(spec.shape) or any(
@@ -163,11 +240,20 @@ def validate_batch(batch: Mapping[str, np.ndarray | tf.Tensor], schema: CascadeS
 
 
 def stack_requests(requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Stack per-request numpy dicts into one batch dict with the canonical dtypes."""
+    """Stack per-request numpy dicts into one batch dict with the canonical dtypes.
+
+    Keys: :data:`FEATURE_KEYS`, plus ``history_features`` when the requests have it.
+    """
+    keys = present_keys(requests[0]) if requests else FEATURE_KEYS
     return {
         k: np.stack([np.asarray(r[k]) for r in requests]).astype(DTYPES[k].as_numpy_dtype)
-        for k in FEATURE_KEYS
+        for k in keys
     }
+
+
+def present_keys(arrays: Mapping[str, object]) -> tuple[str, ...]:
+    """:data:`FEATURE_KEYS` plus the optional keys that ``arrays`` holds, in canonical order."""
+    return FEATURE_KEYS + tuple(k for k in ALL_KEYS[len(FEATURE_KEYS):] if k in arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +279,8 @@ def _feature_shapes(schema: CascadeSchema) -> dict[str, tuple[int, ...]]:
         "label": (n,),
         "mask": (n,),
         "stage_group": (n,),
+        **({HISTORY_FEATURES: (schema.history_length, schema.num_history_features)}
+           if schema.history_feature_names else {}),
     }
 
 
@@ -202,9 +290,10 @@ def num_requests(arrays: Mapping[str, np.ndarray]) -> int:
 
 
 def cast_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The canonical keys of ``arrays`` as numpy arrays with the canonical dtypes."""
+    """The canonical keys of ``arrays`` (:func:`present_keys`) with the canonical dtypes."""
     return {
-        k: np.asarray(arrays[k]).astype(DTYPES[k].as_numpy_dtype, copy=False) for k in FEATURE_KEYS
+        k: np.asarray(arrays[k]).astype(DTYPES[k].as_numpy_dtype, copy=False)
+        for k in present_keys(arrays)
     }
 
 
@@ -220,10 +309,11 @@ def _per_request(bad: np.ndarray) -> np.ndarray:
 def _check_structure(
     arrays: Mapping[str, np.ndarray], schema: CascadeSchema, source: str
 ) -> dict[str, np.ndarray]:
-    missing = [k for k in FEATURE_KEYS if k not in arrays]
+    keys = schema.feature_keys
+    missing = [k for k in keys if k not in arrays]
     if missing:
-        raise ValueError(f"{source}: missing keys {missing}; expected {list(FEATURE_KEYS)}")
-    a = {k: np.asarray(arrays[k]) for k in FEATURE_KEYS}
+        raise ValueError(f"{source}: missing keys {missing}; expected {list(keys)}")
+    a = {k: np.asarray(arrays[k]) for k in keys}
     r = a["user_id"].shape[0] if a["user_id"].ndim == 1 else None
     for key, shape in _feature_shapes(schema).items():
         if r is None or a[key].shape != (r, *shape):
@@ -245,7 +335,7 @@ def _violations(
     g = len(schema.stage_groups)
     mask = a["mask"]
     real = mask == 1
-    return [
+    checks = [
         ("user_id", f"out of range [0, user_vocab={schema.user_vocab})",
          (a["user_id"] < 0) | (a["user_id"] >= schema.user_vocab)),
         ("history", f"out of range [0, item_vocab={schema.item_vocab})",
@@ -267,6 +357,16 @@ def _violations(
         ("item_features", "is not 0 where mask == 0 (padded slot)",
          ~real[..., None] & (a["item_features"] != 0)),
     ]
+    if schema.history_feature_names:
+        hf = a[HISTORY_FEATURES]
+        hv = np.asarray(schema.history_feature_vocabs, np.int64)
+        checks += [
+            (HISTORY_FEATURES, f"out of range [0, history_feature_vocabs="
+             f"{schema.history_feature_vocabs})", (hf < 0) | (hf >= hv)),
+            (HISTORY_FEATURES, "is not 0 where history == 0 (padded position)",
+             (a["history"] == 0)[..., None] & (hf != 0)),
+        ]
+    return checks
 
 
 def validate_arrays(
@@ -274,14 +374,16 @@ def validate_arrays(
 ) -> None:
     """Check a dict of request arrays (first axis = requests) against ``schema``.
 
-    Checks keys, shapes, integer dtypes of id fields, id ranges (``0 <= id < vocab``),
-    ``mask`` in {0, 1}, ``stage_group`` in ``[-1, len(stage_groups))``, finite labels, and
-    the padding convention (``mask == 0`` <=> ``item_id == 0`` <=> ``stage_group == -1``;
-    padded slots have all-zero ``item_features``). Labels of padded slots are *not* checked:
-    the RecFlow reader keeps the official code's padding labels (see ``docs/data.md``).
+    Checks keys (:attr:`CascadeSchema.feature_keys`), shapes, integer dtypes of id fields,
+    id ranges (``0 <= id < vocab``), ``mask`` in {0, 1}, ``stage_group`` in
+    ``[-1, len(stage_groups))``, finite labels, and the padding convention (``mask == 0``
+    <=> ``item_id == 0`` <=> ``stage_group == -1``; padded slots have all-zero
+    ``item_features``; padded history positions have all-zero ``history_features``). Labels
+    of padded slots are *not* checked: the RecFlow reader keeps the official code's padding
+    labels (see ``docs/data.md``).
 
     Args:
-      arrays: dict with the :data:`FEATURE_KEYS`, e.g. ``item_id`` int ``[R, N]``.
+      arrays: dict with the schema's keys, e.g. ``item_id`` int ``[R, N]``.
       schema: the dataset schema.
       source: a name for error messages (a file name, a builder name).
 

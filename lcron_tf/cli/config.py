@@ -3,7 +3,7 @@
 A config has five sections (see ``docs/cli.md`` for every key)::
 
     data:   {source, num_requests, test_fraction, data_dir, path, seed, simulator, ...}
-    model:  {num_stages, quotas, emb_dim, retrieval_units, pre_ranker_units, ranker_units, ...}
+    model:  {preset, num_stages, quotas, emb_dim, retrieval_units, ranker_units, ...}
     loss:   {name, gt_num, stage_k, tau, sort, mode, kwargs}
     train:  {epochs, batch_size, learning_rate, jit_compile, steps_per_checkpoint, seed, ...}
     output: {run_dir, export_dir, model_name, tensorboard}
@@ -54,6 +54,7 @@ data:
   seed: 0
   simulator: {num_users: 1000, num_items: 3000}
 model:
+  preset: paper      # the official models field by field, at demo sizes (~1 min on 2 cores)
   num_stages: 2
   quotas: [30, 20]
   emb_dim: 8
@@ -122,14 +123,19 @@ class ModelConfig:
     """``CascadeModel.default`` options (DSSM -> [MLP ->] DIN).
 
     Attributes:
+      preset: ``paper`` (the official models field by field) or ``lite`` (history by item
+        id only); see ``docs/models.md``.
       num_stages: 2 or 3.
       quotas: serving quotas, strictly decreasing, one per stage (None = the data's schema).
       emb_dim: embedding size of every tower.
       retrieval_units, pre_ranker_units, ranker_units: hidden sizes of the towers.
       attention_units: DIN attention MLP size.
       history_length: use only the most recent history items (None = all).
+      mixed_precision: ``mixed_bfloat16`` | ``mixed_float16``: the towers compute in that
+        precision (loss and metrics in float32); None = float32.
     """
 
+    preset: str = "paper"
     num_stages: int = 2
     quotas: list[int] | None = None
     emb_dim: int = 8
@@ -138,6 +144,7 @@ class ModelConfig:
     ranker_units: list[int] = dataclasses.field(default_factory=lambda: [128, 128, 32])
     attention_units: int = 80
     history_length: int | None = None
+    mixed_precision: str | None = None
 
 
 @dataclasses.dataclass
@@ -394,6 +401,13 @@ def _check_sections(cfg: Config, errors: list[tuple[str, str]]) -> None:
                 if not (Path(d.path) / split).is_dir():
                     errors.append(("data.path", f"{str(Path(d.path) / split)!r} does not exist"))
 
+    from lcron_tf.models.presets import MIXED_PRECISION, PRESETS
+
+    if m.preset not in PRESETS:
+        errors.append(("model.preset", f"must be one of {', '.join(PRESETS)}; got {m.preset!r}"))
+    if m.mixed_precision is not None and m.mixed_precision not in MIXED_PRECISION:
+        errors.append(("model.mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)} "
+                       f"or null; got {m.mixed_precision!r}"))
     if m.num_stages not in (2, 3):
         errors.append(("model.num_stages", f"must be 2 or 3, got {m.num_stages!r}"))
     if m.quotas is not None:

@@ -197,6 +197,8 @@ def build_model(cfg: Config, schema: Any) -> Any:
         m.num_stages,
         quotas=m.quotas,
         loss=loss,
+        preset=m.preset,
+        mixed_precision=m.mixed_precision,
         emb_dim=m.emb_dim,
         retrieval_units=m.retrieval_units,
         pre_ranker_units=m.pre_ranker_units,
@@ -596,7 +598,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     import lcron_tf  # noqa: F401
     from lcron_tf.schema import cast_arrays
-    from lcron_tf.serving.export import SERVING_KEYS
+    from lcron_tf.serving.export import OPTIONAL_KEYS, SERVING_KEYS
 
     if args.input:
         requests = _load_requests(args.input)
@@ -606,8 +608,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     missing = [k for k in SERVING_KEYS if k not in requests]
     if missing:
         raise CliError(f"requests lack the serving inputs {missing} (need {list(SERVING_KEYS)})")
+    keys = [*SERVING_KEYS, *(k for k in OPTIONAL_KEYS if k in requests)]
     dtypes = {"mask": np.float32}
-    feed = {k: np.asarray(requests[k]).astype(dtypes.get(k, np.int64)) for k in SERVING_KEYS}
+    feed = {k: np.asarray(requests[k]).astype(dtypes.get(k, np.int64)) for k in keys}
     if args.target:
         from lcron_tf.serving import Client
 

@@ -66,13 +66,15 @@ PER_GROUP = 10
 HISTORY_LENGTH = 50
 # Columns of request_id_dict arrays (as the official code reads them).
 _VID, _AID, _CATE2, _UPLOAD_TYPE, _UPLOAD_TS, _CATE1 = 0, 1, 3, 4, 5, 6
-# Columns of seq_effective_50_dict arrays.
-_SEQ_VID, _SEQ_TS = 0, 7
+# Columns of seq_effective_50_dict arrays (as the official code reads them).
+_SEQ_VID, _SEQ_AID, _SEQ_CATE2, _SEQ_CATE1, _SEQ_UPLOAD_TYPE, _SEQ_TS = 0, 1, 2, 3, 4, 7
 
 USER_FEATURES = ("request_wday", "request_hour", "request_minute", "device_id", "gender",
                  "age", "province")
 ITEM_FEATURES = ("author_id", "category_level_two", "category_level_one", "upload_type",
                  "upload_wday", "upload_hour", "upload_minute")
+HISTORY_FEATURES = ("author_id", "category_level_two", "category_level_one", "upload_type")
+"""The fields of the official behaviour sequence after the video id (``seq_arr[:, 1:5]``)."""
 
 
 def _groups(num_stages: int) -> tuple[str, ...]:
@@ -145,7 +147,10 @@ def recflow_schema(
 
     ``user_features`` = [request wday, hour, minute, device_id, gender, age, province];
     ``item_features`` = [author_id, category_level_two, category_level_one, upload_type,
-    upload wday, hour, minute]; every id is shifted by +1 (0 = padding).
+    upload wday, hour, minute]; ``history_features`` = [author_id, category_level_two,
+    category_level_one, upload_type] of every sequence item; every id is shifted by +1
+    (0 = padding; the official code keeps category_level_one raw with padding index 2, see
+    ``docs/data.md``).
     """
     groups = _groups(num_stages)
     v = {f: int(id_cnt[f]) + 2 for f in ID_CNT_FIELDS}
@@ -163,6 +168,9 @@ def recflow_schema(
         gt_num=PER_GROUP,
         quotas=(30, 20) if num_stages == 2 else (40, 30, 20),
         name=f"recflow_{num_stages}stage",
+        user_feature_names=USER_FEATURES,
+        item_feature_names=ITEM_FEATURES,
+        history_feature_names=HISTORY_FEATURES,
     )
 
 
@@ -284,6 +292,7 @@ def build_recflow_day(
     item_raw = np.zeros((r, n, 6), np.int64)  # author, cate2, cate1, upload_type, upload_ts, ok
     label = np.zeros((r, n), np.float32)
     history = np.zeros((r, h), np.int64)
+    history_features = np.zeros((r, h, len(HISTORY_FEATURES)), np.int64)
     keep = np.ones(r, bool)
     for i in range(r):
         rid = int(requests[i, 0])
@@ -300,9 +309,12 @@ def build_recflow_day(
                 raise ValueError(
                     f"{str(seq_path)!r}: entry of {where} has shape {seq.shape}; expected [50, 10]"
                 )
-            seq = seq[-h:]
-            hist = np.where(seq[:, _SEQ_TS] > 0, seq[:, _SEQ_VID] + 1, 0)
+            seq = seq[-h:].astype(np.int64)
+            valid = seq[:, _SEQ_TS] > 0
+            hist = np.where(valid, seq[:, _SEQ_VID] + 1, 0)
             history[i, h - len(hist) :] = hist
+            cols = [_SEQ_AID, _SEQ_CATE2, _SEQ_CATE1, _SEQ_UPLOAD_TYPE]
+            history_features[i, h - len(hist) :] = (seq[:, cols] + 1) * valid[:, None]
             for gi, group in enumerate(groups):
                 lo = gi * g
                 c = const[group]
@@ -359,6 +371,7 @@ def build_recflow_day(
              requests[:, 4] + 1, requests[:, 6] + 1], axis=1,
         ),
         "history": history,
+        "history_features": history_features,
         "item_id": item_id,
         "item_features": item_features.astype(np.int64),
         "label": label,

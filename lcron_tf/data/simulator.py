@@ -198,11 +198,25 @@ class SimulatorConfig:
         return self.per_group * len(self.stage_groups)
 
 
+USER_FEATURES = ("gender", "age", "province", "device_id", "request_hour", "request_wday",
+                 "request_minute")
+"""Names of the ``user_features`` columns of :func:`simulate` (RecFlow's names where shared)."""
+ITEM_FEATURES = ("author_id", "category_level_two", "category_level_one", "upload_type",
+                 "freshness", "upload_wday", "upload_hour", "upload_minute")
+"""Names of the ``item_features`` columns of :func:`simulate`."""
+HISTORY_FEATURES = ("author_id", "category_level_two", "category_level_one", "upload_type")
+"""The item fields the history items carry (``history_features``), as RecFlow's sequence."""
+
+
 def simulator_schema(config: SimulatorConfig) -> CascadeSchema:
     """The :class:`CascadeSchema` of :func:`simulate` output for ``config``.
 
-    ``user_features`` = [gender, age, province, device, hour, wday] (+1, 0 = pad);
-    ``item_features`` = [author, cate2, cate1, upload_type, freshness] (+1, 0 = pad).
+    ``user_features`` = [gender, age, province, device, hour, wday, minute] (+1, 0 = pad);
+    ``item_features`` = [author, cate2, cate1, upload_type, freshness, upload wday, upload
+    hour, upload minute] (+1, 0 = pad); ``history_features`` = [author, cate2, cate1,
+    upload_type] of every history item (+1, 0 = padded position). The request minute and the
+    upload wday/hour/minute carry no signal (they are not in the true utility); they are
+    there so that the ``paper`` model preset sees the fields of RecFlow.
     """
     c = config
     return CascadeSchema(
@@ -211,7 +225,7 @@ def simulator_schema(config: SimulatorConfig) -> CascadeSchema:
         user_vocab=c.num_users + 1,
         item_vocab=c.num_items + 1,
         user_feature_vocabs=(
-            c.num_genders + 1, c.num_ages + 1, c.num_provinces + 1, c.num_devices + 1, 25, 8
+            c.num_genders + 1, c.num_ages + 1, c.num_provinces + 1, c.num_devices + 1, 25, 8, 61
         ),
         item_feature_vocabs=(
             c.num_authors + 1,
@@ -219,11 +233,15 @@ def simulator_schema(config: SimulatorConfig) -> CascadeSchema:
             c.num_cate1 + 1,
             c.num_upload_types + 1,
             c.num_freshness + 1,
+            8, 25, 61,
         ),
         stage_groups=c.stage_groups,
         gt_num=c.per_group,
         quotas=(30, 20) if c.num_stages == 2 else (40, 30, 20),
         name=f"simulated_{c.num_stages}stage",
+        user_feature_names=USER_FEATURES,
+        item_feature_names=ITEM_FEATURES,
+        history_feature_names=HISTORY_FEATURES,
     )
 
 
@@ -245,6 +263,7 @@ class SimulatedWorld:
     item_cate2: np.ndarray
     item_upload_type: np.ndarray
     item_freshness: np.ndarray
+    item_upload_time: np.ndarray  # int [num_items, 3]: upload wday 0..6, hour 0..23, minute
     item_popularity: np.ndarray  # float32 [num_items], standardised
     ctx_table: np.ndarray  # float32 [4, num_cate1]: hour bucket x cate1
     demo_table: np.ndarray  # float32 [num_ages, num_cate1]
@@ -300,12 +319,16 @@ def make_world(config: SimulatorConfig) -> SimulatedWorld:
     user_log, user_topics = _behaviour_logs(
         rng, c, user_latent, cate1_c, item_latent, item_cate1, item_popularity
     )
+    # Upload times: their own stream, so every other field is what it was before they existed.
+    time_rng = np.random.default_rng([c.seed, 3])
+    item_upload_time = np.stack([time_rng.integers(0, hi, c.num_items) for hi in (7, 24, 60)], 1)
     world = SimulatedWorld(
         user_latent=user_latent, user_gender=user_gender, user_age=user_age,
         user_province=user_province, user_device=user_device, user_activity=user_activity,
         user_log=user_log, user_topics=user_topics, item_latent=item_latent,
         item_author=item_author, item_cate1=item_cate1, item_cate2=item_cate2,
         item_upload_type=item_upload_type, item_freshness=item_freshness,
+        item_upload_time=item_upload_time,
         item_popularity=item_popularity, ctx_table=ctx_table, demo_table=demo_table,
         device_table=device_table, scales={},
     )
@@ -556,18 +579,26 @@ def _simulate_chunk(
     )
     exposed = np.zeros((b, c.retrieval_size), bool)
     exposed[rows, rerank_order[:, : c.exposure_size]] = True
+    # The request minute: its own stream (the fields above are what they were without it).
+    minute = np.random.default_rng([c.seed, 4, chunk]).integers(0, 60, b)
+    safe_hist = np.maximum(hist, 0)
+    hist_features = np.stack(
+        [w.item_author[safe_hist] + 1, w.item_cate2[safe_hist] + 1, w.item_cate1[safe_hist] + 1,
+         w.item_upload_type[safe_hist] + 1], axis=-1,
+    ) * hist_valid[..., None]
     arrays = {
         "user_id": (user + 1).astype(np.int64),
         "user_features": np.stack(
             [w.user_gender[user] + 1, age + 1, w.user_province[user] + 1, device + 1,
-             hour + 1, wday + 1], axis=1,
+             hour + 1, wday + 1, minute + 1], axis=1,
         ).astype(np.int64),
         "history": np.where(hist_valid, hist + 1, 0).astype(np.int64),
+        "history_features": hist_features.astype(np.int64),
         "item_id": (items + 1).astype(np.int64),
-        "item_features": np.stack(
+        "item_features": np.concatenate([np.stack(
             [w.item_author[items] + 1, w.item_cate2[items] + 1, w.item_cate1[items] + 1,
              w.item_upload_type[items] + 1, w.item_freshness[items] + 1], axis=-1,
-        ).astype(np.int64),
+        ), w.item_upload_time[items] + 1], axis=-1).astype(np.int64),
         "label": label,
         "mask": np.ones((b, n), np.float32),
         "stage_group": np.repeat(np.arange(len(groups), dtype=np.int32), g)[None, :].repeat(b, 0),

@@ -9,7 +9,8 @@ On-disk layout of a record directory::
 Every record is one request with the canonical keys of :mod:`lcron_tf.schema`,
 flattened row-major: ``user_id`` int64 [1], ``user_features`` int64 [U], ``history`` int64
 [H], ``item_id`` int64 [N], ``item_features`` int64 [N*F], ``label`` float [N], ``mask``
-float [N], ``stage_group`` int64 [N] (cast to int32 on read). ``schema.json`` stores the
+float [N], ``stage_group`` int64 [N] (cast to int32 on read), and ``history_features``
+int64 [H*Fh] when the schema declares history features. ``schema.json`` stores the
 :class:`CascadeSchema` and the number of records in every file; the reader checks both.
 
 Bad input never passes silently. :func:`read_tfrecords` raises an error that names the file
@@ -35,12 +36,14 @@ import numpy as np
 import tensorflow as tf
 
 from lcron_tf.schema import (
+    ALL_KEYS,
     DTYPES,
-    FEATURE_KEYS,
+    HISTORY_FEATURES,
     CascadeSchema,
     _feature_shapes,
     cast_arrays,
     num_requests,
+    present_keys,
     validate_arrays,
 )
 
@@ -73,13 +76,14 @@ def serialize_requests(arrays: Mapping[str, np.ndarray]) -> list[bytes]:
     r = num_requests(a)
     if r == 0:
         return []
-    flat = {k: a[k].reshape(r, -1) for k in FEATURE_KEYS}
-    lists = {k: flat[k].tolist() for k in FEATURE_KEYS}
+    keys = present_keys(a)
+    flat = {k: a[k].reshape(r, -1) for k in keys}
+    lists = {k: flat[k].tolist() for k in keys}
     out = []
     for i in range(r):
         ex = tf.train.Example()
         feat = ex.features.feature
-        for k in FEATURE_KEYS:
+        for k in keys:
             if k in _FLOAT_KEYS:
                 feat[k].float_list.value.extend(lists[k][i])
             else:
@@ -269,7 +273,8 @@ def write_tfrecords(
     bounds = np.linspace(0, r, num_shards + 1).astype(int)
     with CascadeRecordWriter(out_dir, schema, overwrite=overwrite, validate=False) as w:
         for s in range(num_shards):
-            part = {k: np.asarray(arrays[k])[bounds[s] : bounds[s + 1]] for k in FEATURE_KEYS}
+            part = {k: np.asarray(arrays[k])[bounds[s] : bounds[s + 1]]
+                    for k in schema.feature_keys}
             w.write(part, shard=f"part-{s:05d}")
     return [Path(out_dir) / name for name in sorted(w.close())]
 
@@ -428,11 +433,14 @@ def _value_messages(schema: CascadeSchema) -> list[str]:
         f"stage_group out of range [-1, {g})",
         "padding convention broken (mask == 0 <=> item_id == 0 <=> stage_group == -1, "
         "zero item_features on padded slots)",
-    ]
+    ] + ([
+        f"history_features out of range [0, {list(schema.history_feature_vocabs)})",
+        "history_features not 0 where history == 0",
+    ] if schema.history_feature_names else [])
 
 
 def _value_checks(req: Mapping[str, tf.Tensor], schema: CascadeSchema) -> tf.Tensor:
-    """bool [K, 9]: per-record value checks (as ``validate_arrays``) of reshaped requests."""
+    """bool [K, 9 (+2)]: per-record value checks (as ``validate_arrays``) of requests."""
 
     def in_range(x: tf.Tensor, hi: tf.Tensor | int) -> tf.Tensor:
         ok = (x >= 0) & (x < hi)
@@ -448,6 +456,14 @@ def _value_checks(req: Mapping[str, tf.Tensor], schema: CascadeSchema) -> tf.Ten
         & (real | tf.reduce_all(tf.equal(req["item_features"], 0), axis=-1)),
         axis=1,
     )
+    extra = []
+    if schema.history_feature_names:
+        hf = req[HISTORY_FEATURES]
+        extra = [
+            in_range(hf, tf.constant(schema.history_feature_vocabs, tf.int64)),
+            tf.reduce_all(tf.reshape((req["history"] > 0)[..., None] | tf.equal(hf, 0),
+                                     [tf.shape(hf)[0], -1]), axis=1),
+        ]
     return tf.stack(
         [
             in_range(req["user_id"], schema.user_vocab),
@@ -459,6 +475,7 @@ def _value_checks(req: Mapping[str, tf.Tensor], schema: CascadeSchema) -> tf.Ten
             tf.reduce_all(tf.equal(mask, 0.0) | real, axis=1),
             tf.reduce_all((sg >= -1) & (sg < len(schema.stage_groups)), axis=1),
             pad_ok,
+            *extra,
         ],
         axis=1,
     )
@@ -490,9 +507,10 @@ def _file_dataset(
     expected = tf.cast(expected, tf.int64)
     lengths = _flat_lengths(schema)
     shapes = _feature_shapes(schema)
+    keys = schema.feature_keys
     spec = {
         k: tf.io.FixedLenFeature([lengths[k]], tf.float32 if k in _FLOAT_KEYS else tf.int64)
-        for k in FEATURE_KEYS
+        for k in keys
     }
 
     def parse(idx: tf.Tensor, records: tf.Tensor) -> tuple:
@@ -519,7 +537,7 @@ def _file_dataset(
     end = tf.data.Dataset.from_tensors(
         (
             tf.reshape(expected, [1]),
-            {k: tf.zeros([1, lengths[k]], spec[k].dtype) for k in FEATURE_KEYS},
+            {k: tf.zeros([1, lengths[k]], spec[k].dtype) for k in keys},
             tf.constant([True]),
         )
     )
@@ -535,7 +553,7 @@ def _file_dataset(
 
     def check(idx, flat, is_end, gap, prev) -> dict[str, tf.Tensor]:  # noqa: ANN001
         req = {
-            k: tf.cast(tf.reshape(flat[k], [-1, *shapes[k]]), DTYPES[k]) for k in FEATURE_KEYS
+            k: tf.cast(tf.reshape(flat[k], [-1, *shapes[k]]), DTYPES[k]) for k in keys
         }
         extra = tf.logical_not(is_end) & (idx >= expected)
         val_ok = tf.concat([_value_checks(req, schema), tf.logical_not(extra)[:, None]], 1)
@@ -665,7 +683,8 @@ def read_tfrecords(
     (files and records), batched and prefetched. Each batch is a dict with the canonical
     keys: ``user_id`` int64 [B], ``user_features`` int64 [B, U], ``history`` int64 [B, H],
     ``item_id`` int64 [B, N], ``item_features`` int64 [B, N, F], ``label`` float32 [B, N],
-    ``mask`` float32 [B, N], ``stage_group`` int32 [B, N].
+    ``mask`` float32 [B, N], ``stage_group`` int32 [B, N], and ``history_features`` int64
+    [B, H, Fh] when the schema declares history features.
 
     Args:
       path: a record directory (with ``schema.json``) or a list of them (same schema).
@@ -778,10 +797,11 @@ def to_dataset(
 
 def dataset_to_arrays(dataset: tf.data.Dataset) -> dict[str, np.ndarray]:
     """Concatenate a (finite) dataset of batch dicts into numpy request arrays."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in FEATURE_KEYS}
+    parts: dict[str, list[np.ndarray]] = {}
     for batch in dataset.as_numpy_iterator():
-        for k in FEATURE_KEYS:
-            parts[k].append(batch[k])
+        for k in ALL_KEYS:
+            if k in batch:
+                parts.setdefault(k, []).append(batch[k])
     return {k: np.concatenate(v, axis=0) for k, v in parts.items() if v}
 
 
@@ -850,7 +870,7 @@ def _check_example(raw: bytes, schema: CascadeSchema, lengths: Mapping[str, int]
         return f"not a tf.train.Example: {err}"
     feat = ex.features.feature
     values: dict[str, np.ndarray] = {}
-    for k in FEATURE_KEYS:
+    for k in schema.feature_keys:
         if k not in feat:
             return f"missing key {k!r}"
         kind = feat[k].WhichOneof("kind")

@@ -11,8 +11,8 @@ from lcron_tf._keras import keras
 from lcron_tf.layers.cascade import CascadeTopK
 from lcron_tf.losses.lcron import LcronLoss
 from lcron_tf.metrics.ranking import JointRecall, StageRecall
+from lcron_tf.models import presets
 from lcron_tf.models.task import LcronTask
-from lcron_tf.models.towers import DinRanker, DssmRetrieval, MlpPreRanker
 from lcron_tf.ops import ranking_metrics as rm
 from lcron_tf.ops import validation
 from lcron_tf.schema import CascadeSchema
@@ -177,15 +177,24 @@ class CascadeModel(tfrs.Model):
         quotas: Sequence[int] | None = None,
         loss: object | None = None,
         metrics: Sequence[keras.metrics.Metric] | None = None,
+        preset: str = presets.DEFAULT_PRESET,
         emb_dim: int = 8,
         retrieval_units: Sequence[int] = (128, 64, 32),
         pre_ranker_units: Sequence[int] = (128, 64, 32),
         ranker_units: Sequence[int] = (128, 128, 32),
         attention_units: int = 80,
         history_length: int | None = None,
+        padding_ids: Mapping[str, Sequence[int]] | None = None,
+        mixed_precision: str | None = None,
         name: str = "cascade_model",
     ) -> CascadeModel:
         """The paper's cascade: DSSM -> DIN (2 stages) or DSSM -> MLP -> DIN (3 stages).
+
+        ``preset="paper"`` (default) builds the official models field by field
+        (:mod:`lcron_tf.models.paper`: multi-field history items, shared request/upload time
+        tables, frozen zero padding rows, one set of tables per model); ``preset="lite"``
+        the :mod:`lcron_tf.models.towers` towers (history by item id only). Both use the
+        paper's sizes unless given; ``docs/models.md`` lists both layer by layer.
 
         Args:
           schema: the dataset's :class:`~lcron_tf.schema.CascadeSchema`.
@@ -193,17 +202,24 @@ class CascadeModel(tfrs.Model):
           quotas: serving quotas (default ``schema.quotas``; must have ``num_stages`` entries).
           loss: cascade loss (default ``LcronLoss(gt_num=schema.gt_num, stage_k=schema.gt_num)``).
           metrics: task metrics (default :func:`default_metrics`).
+          preset: ``paper`` or ``lite``.
           emb_dim: embedding dimension of every tower (paper: 8).
           retrieval_units: DSSM tower sizes (paper: ``(128, 64, 32)``).
           pre_ranker_units: MLP pre-ranker hidden sizes (paper: ``(128, 64, 32)``).
           ranker_units: DIN main MLP hidden sizes (paper: ``(128, 128, 32)``).
           attention_units: DIN attention MLP size (paper: 80).
           history_length: use only the most recent items of ``history`` (default all).
+          padding_ids: ``paper`` only: frozen zero embedding rows besides id 0,
+            ``{field or table name: ids}`` (see :mod:`lcron_tf.models.paper`).
+          mixed_precision: ``"mixed_bfloat16"`` or ``"mixed_float16"``: the towers compute in
+            that precision (variables float32); scores, loss and metrics stay float32, and
+            ``compile`` wraps the optimizer in a ``LossScaleOptimizer`` for float16.
           name: model name.
 
         Returns:
           A :class:`CascadeModel` with stage names ``retrieval[, pre_ranking], ranking``.
         """
+        validation.check_choice("preset", preset, presets.PRESETS)
         if num_stages not in (2, 3):
             raise ValueError(f"`num_stages` must be 2 or 3. Received: num_stages={num_stages!r}")
         quotas = tuple(schema.quotas if quotas is None else quotas)
@@ -213,17 +229,11 @@ class CascadeModel(tfrs.Model):
                 f"`quotas=` when schema.quotas does not match). Received: quotas={quotas}"
             )
         rm.check_quotas(quotas, schema.list_size)
-        common = {"emb_dim": emb_dim, "history_length": history_length}
-        stages: list[keras.Model] = [
-            DssmRetrieval(schema, tower_units=retrieval_units, name="retrieval", **common)
-        ]
-        if num_stages == 3:
-            stages.append(
-                MlpPreRanker(schema, hidden_units=pre_ranker_units, name="pre_ranking", **common)
-            )
-        stages.append(
-            DinRanker(schema, hidden_units=ranker_units, attention_units=attention_units,
-                      name="ranking", **common)
+        stages = presets.build_stages(
+            schema, num_stages, preset, emb_dim=emb_dim, retrieval_units=retrieval_units,
+            pre_ranker_units=pre_ranker_units, ranker_units=ranker_units,
+            attention_units=attention_units, history_length=history_length,
+            padding_ids=padding_ids, mixed_precision=mixed_precision,
         )
         names = _DEFAULT_NAMES[num_stages]
         gt = schema.gt_num
@@ -232,7 +242,9 @@ class CascadeModel(tfrs.Model):
             metrics=default_metrics(quotas, gt, names) if metrics is None else metrics,
             stage_names=names,
         )
-        return cls(stages, quotas, task=task, stage_names=names, gt_num=gt, name=name)
+        model = cls(stages, quotas, task=task, stage_names=names, gt_num=gt, name=name)
+        model.preset = preset
+        return model
 
     # ------------------------------------------------------------------ forward
 
@@ -320,6 +332,14 @@ class CascadeModel(tfrs.Model):
         jit = kwargs.pop("jit_compile", None)
         self._jit_per_replica = bool(jit) and self.distribute_strategy.num_replicas_in_sync > 1
         self._jit_forward_loss = None
+        optimizer = keras.optimizers.get(optimizer)
+        float16 = any(
+            getattr(getattr(s, "dtype_policy", None), "compute_dtype", None) == "float16"
+            for s in self.stage_models
+        )
+        if float16 and not isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+            # Towers in float16: scale the loss so small gradients do not flush to zero.
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, jit_compile=False if self._jit_per_replica else jit,
                         **kwargs)
 

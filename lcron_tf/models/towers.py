@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from lcron_tf._keras import keras, register_serializable
+from lcron_tf.ops import attention as attention_ops
 from lcron_tf.ops import validation
 from lcron_tf.schema import CascadeSchema
 
@@ -166,6 +167,40 @@ class _SchemaTower(keras.Model):
     @classmethod
     def from_config(cls, config: dict) -> _SchemaTower:
         return cls(**config)
+
+
+def split_attention_logits(
+    attention: keras.Sequential, hist_emb: tf.Tensor, cand_emb: tf.Tensor
+) -> tf.Tensor:
+    """``attention([hist_emb_bh ‖ cand_emb_bn])`` for every (candidate, history) pair, split.
+
+    ``attention`` is a built two-layer MLP ``Dense(U, relu) -> Dense(1)`` on ``2 D`` inputs.
+    With its first kernel ``[W_h; W_c]`` the pre-activation is ``A_bh + C_bn`` (``A = hist
+    W_h``, ``C = cand W_c + bias``), so the ``[B, N, H, 2D]`` pair tensor and its matmul are
+    never formed (exact: the same weights, equal to float rounding). With a ReLU first layer
+    (always, in :func:`mlp`), the ``[B, N, H, U]`` hidden layer is not formed either:
+    :func:`lcron_tf.ops.attention.hinge_logits` loops over ``U`` with its own gradient.
+
+    Args:
+      attention: the attention MLP (its layers' weights are read directly).
+      hist_emb: float ``[B, H, D]`` history item embeddings.
+      cand_emb: float ``[B, N, D]`` candidate embeddings.
+
+    Returns:
+      ``[B, N, H]`` attention logits (before masking and softmax), in the inputs' dtype.
+    """
+    first, last = attention.layers
+    d = hist_emb.shape[-1]
+    kernel = tf.cast(first.kernel, hist_emb.dtype)  # [2D, U]: history rows, then candidate
+    a = tf.einsum("bhd,du->bhu", hist_emb, kernel[:d])  # [B, H, U]
+    c = tf.einsum("bnd,du->bnu", cand_emb, kernel[d:]) + tf.cast(first.bias, cand_emb.dtype)
+    w = tf.cast(last.kernel[:, 0], a.dtype)
+    bias = tf.cast(last.bias[0], a.dtype)
+    if first.activation is keras.activations.relu:
+        # Loop over U with a hand-written gradient: no [B, N, H, U] tensor (ops/attention.py).
+        return attention_ops.hinge_logits(a, c, w) + bias
+    hidden = first.activation(c[:, :, None, :] + a[:, None, :, :])  # [B, N, H, U]
+    return tf.einsum("bnhu,u->bnh", hidden, w) + bias
 
 
 def _masked_mean(emb: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -375,9 +410,9 @@ class DinRanker(_SchemaTower):
     The attention MLP's first layer is evaluated split (exact, same weights): with its
     kernel ``[W_h; W_c]``, ``W_h h + W_c c + bias`` is ``A_bh + C_bn`` with ``A = hist W_h``
     (``[B, H, U]``) and ``C = cand W_c + bias`` (``[B, N, U]``), so the ``[B, N, H, 2d]``
-    pair tensor and its ``B N H × 2d × U`` matmul are never formed: only the broadcast sum,
-    the ReLU and the ``U -> 1`` projection run at ``[B, N, H, U]`` (1.6x faster forward +
-    backward at the paper size without XLA, 1.3x with; benchmarks/RESULTS.md §5).
+    pair tensor and its ``B N H × 2d × U`` matmul are never formed, and the ReLU hidden layer
+    ``[B, N, H, U]`` is summed over ``U`` slice by slice with its own gradient
+    (:func:`lcron_tf.ops.attention.hinge_logits`; benchmarks/RESULTS.md, section B).
 
     Args:
       schema: the dataset's :class:`~lcron_tf.schema.CascadeSchema`.
@@ -437,13 +472,7 @@ class DinRanker(_SchemaTower):
         Returns:
           float32 ``[B, N, H]`` attention logits (before masking and softmax).
         """
-        d = self.emb_dim
-        first, last = self.attention.layers
-        kernel = first.kernel  # [2d, U]: history rows first, then candidate rows
-        a = tf.einsum("bhd,du->bhu", hist_emb, kernel[:d])  # [B, H, U]
-        c = tf.einsum("bnd,du->bnu", cand_emb, kernel[d:]) + first.bias  # [B, N, U]
-        hidden = first.activation(c[:, :, None, :] + a[:, None, :, :])  # [B, N, H, U]
-        return tf.einsum("bnhu,u->bnh", hidden, last.kernel[:, 0]) + last.bias[0]
+        return split_attention_logits(self.attention, hist_emb, cand_emb)
 
     def call(self, batch: Batch, training: bool = False) -> tf.Tensor:
         hist, hmask = self._history(batch)  # [B, H]

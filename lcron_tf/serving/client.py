@@ -60,6 +60,7 @@ INPUT_DTYPES: dict[str, np.dtype] = {
     "user_id": np.dtype(np.int64),
     "user_features": np.dtype(np.int64),
     "history": np.dtype(np.int64),
+    "history_features": np.dtype(np.int64),
     "item_id": np.dtype(np.int64),
     "item_features": np.dtype(np.int64),
     "mask": np.dtype(np.float32),

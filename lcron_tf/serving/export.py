@@ -16,7 +16,8 @@ per request, dynamic in ``[1, max_list_size]`` by default or fixed to ``schema.l
   Inputs:
     ``user_id`` int64 ``[B]``, ``user_features`` int64 ``[B, U]``, ``history`` int64 ``[B, H]``,
     ``item_id`` int64 ``[B, N]`` (0 = padded slot), ``item_features`` int64 ``[B, N, F]``,
-    ``mask`` float32 ``[B, N]`` (1 = real candidate).
+    ``mask`` float32 ``[B, N]`` (1 = real candidate), and ``history_features`` int64
+    ``[B, H, Fh]`` when the schema declares history features (:func:`serving_keys`).
   Outputs:
     ``selected_indices`` int32 ``[B, K]``: indices into the N candidates of the final
     selection, best first (-1 where fewer than K candidates survived);
@@ -72,6 +73,7 @@ __all__ = [
     "model_stages",
     "retrieval_tower",
     "sample_request",
+    "serving_keys",
     "validate_inputs",
 ]
 
@@ -80,6 +82,14 @@ DEFAULT_MAX_BATCH_SIZE = 1024
 """Default cap on the requests of one call (see :func:`export`, ``max_batch_size``)."""
 SERVING_KEYS = ("user_id", "user_features", "history", "item_id", "item_features", "mask")
 USER_KEYS = ("user_id", "user_features", "history")
+OPTIONAL_KEYS = ("history_features",)
+"""Inputs a signature has only when the schema declares them (``history_feature_names``)."""
+
+
+def serving_keys(schema: CascadeSchema, *, user_only: bool = False) -> tuple[str, ...]:
+    """The inputs of ``serving_default`` (``user_only``: of ``query_embedding``) for ``schema``."""
+    base = USER_KEYS if user_only else SERVING_KEYS
+    return base + (("history_features",) if schema.history_feature_names else ())
 METADATA_FILE = "lcron_serving.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 
@@ -276,7 +286,8 @@ def validate_inputs(
     max_list_size`` when fixed), ids within their vocabularies and ``mask`` in ``{0, 1}``.
     """
     u, h, f = schema.num_user_features, schema.history_length, schema.num_item_features
-    present = [k for k in SERVING_KEYS if k in inputs]
+    fh = schema.num_history_features
+    present = [k for k in (*SERVING_KEYS, *OPTIONAL_KEYS) if k in inputs]
     b = tf.shape(inputs["user_id"], out_type=tf.int64)[0]
     checks = [_shape_check("user_id", inputs["user_id"], [b], "[B]")]
     if max_batch_size is not None:
@@ -286,6 +297,7 @@ def validate_inputs(
     dims: dict[str, tuple[list[Any], str]] = {
         "user_features": ([b, u], f"[B, U={u}] (B = len(user_id))"),
         "history": ([b, h], f"[B, H={h}] (B = len(user_id))"),
+        "history_features": ([b, h, fh], f"[B, H={h}, Fh={fh}] (B = len(user_id))"),
     }
     n = None
     if "item_id" in inputs:
@@ -332,6 +344,13 @@ def validate_inputs(
                     "per-column user feature",
                 )
             )
+        if fh and "history_features" in inputs:
+            value_checks.append(
+                _range_check(
+                    "history_features", inputs["history_features"],
+                    schema.history_feature_vocabs, "per-column history feature",
+                )
+            )
         if n is not None:
             value_checks.append(
                 _range_check("item_id", inputs["item_id"], schema.item_vocab, "item")
@@ -358,6 +377,7 @@ def validate_inputs(
         "user_id": [None],
         "user_features": [None, u],
         "history": [None, h],
+        "history_features": [None, h, fh],
         "item_id": [None, static_n],
         "item_features": [None, static_n, f],
         "mask": [None, static_n],
@@ -453,8 +473,8 @@ class CascadeServingModule(tf.Module):
         self._stages = _Opaque(stages)
 
         list_size = None if self.dynamic_list_size else self.max_list_size
-        specs = _input_specs(schema, list_size, SERVING_KEYS)
-        user_specs = _input_specs(schema, list_size, USER_KEYS)
+        specs = _input_specs(schema, list_size, serving_keys(schema))
+        user_specs = _input_specs(schema, list_size, serving_keys(schema, user_only=True))
         self._signatures: dict[str, Callable[..., Any]] = {}
 
         self.serve = tf.function(self._serve, input_signature=[specs], jit_compile=False)
@@ -636,16 +656,19 @@ def sample_request(
         mask[:, n - pad_last :] = 0
         item_id[:, n - pad_last :] = 0
     item_features = cols(schema.item_feature_vocabs, (b, n)) * mask[..., None].astype(np.int64)
-    return {
+    history = rng.integers(0, schema.item_vocab, size=(b, schema.history_length)).astype(np.int64)
+    out = {
         "user_id": rng.integers(0, schema.user_vocab, size=(b,)).astype(np.int64),
         "user_features": cols(schema.user_feature_vocabs, (b,)),
-        "history": (
-            rng.integers(0, schema.item_vocab, size=(b, schema.history_length)).astype(np.int64)
-        ),
+        "history": history,
         "item_id": item_id,
         "item_features": item_features,
         "mask": mask,
     }
+    if schema.history_feature_names:
+        hf = cols(schema.history_feature_vocabs, (b, schema.history_length))
+        out["history_features"] = hf * (history > 0)[..., None]
+    return out
 
 
 # ------------------------------------------------------------------------------ export

@@ -78,7 +78,9 @@ def seq(rid: int) -> np.ndarray:
     s = np.zeros((50, 10), np.int64)
     if rid == 101:
         s[-3:, 0] = [500, 501, 502]
+        s[-3:, 1:5] = [[7, 70, 3, 1], [8, 80, 0, 2], [9, 90, 139, 0]]  # aid, cate2, cate1, type
         s[-3:, 7] = TS1 - 1000
+        s[:-3, 1:5] = 5  # fields of invalid rows (timestamp 0) are ignored
     elif rid == 201:
         s[:, 0] = np.arange(50)
         s[:, 7] = TS1

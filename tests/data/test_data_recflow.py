@@ -60,6 +60,13 @@ def test_two_stage_samples_match_the_official_code(recflow):
     # History: video ids + 1 where the sequence timestamp > 0, left-padded.
     np.testing.assert_array_equal(a["history"][0, -4:], [0, 501, 502, 503])
     assert (a["history"][0, :-3] == 0).all() and (a["history"][1] == 0).all()
+    # History items' fields (official seq_arr[:, 1:5]: author, cate2, cate1, upload_type),
+    # all + 1 here (the official code keeps cate1 raw), 0 on padded positions.
+    assert schema.history_feature_names == (
+        "author_id", "category_level_two", "category_level_one", "upload_type")
+    np.testing.assert_array_equal(
+        a["history_features"][0, -3:], [[8, 71, 4, 2], [9, 81, 1, 3], [10, 91, 140, 1]])
+    assert (a["history_features"][0, :-3] == 0).all() and (a["history_features"][1] == 0).all()
 
 
 def test_three_stage_samples(recflow):

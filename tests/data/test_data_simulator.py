@@ -15,6 +15,11 @@ from lcron_tf.data import (
     validate_arrays,
 )
 
+# Fields of the first 3 requests of SMALL (seed 0) as the simulator made them before the
+# request minute, upload times and history features existed (values recorded from that code).
+OLD_USER_FEATURES = [[1, 3, 4, 4, 1, 5], [2, 7, 4, 4, 17, 1], [2, 1, 1, 4, 7, 5]]
+OLD_ITEM_IDS = [[62, 25, 310, 185, 339], [103, 343, 2, 90, 68], [18, 488, 327, 580, 397]]
+
 # Small world so the tests take well under a second each.
 SMALL = SimulatorConfig(
     num_requests=300, num_users=100, num_items=600, history_length=8, user_log_length=24,
@@ -47,8 +52,10 @@ def test_shapes_dtypes_and_schema(num_stages):
     validate_arrays(arrays, schema)
     r = 300
     assert arrays["item_id"].shape == (r, n) and arrays["item_id"].dtype == np.int64
-    assert arrays["item_features"].shape == (r, n, 5)
-    assert arrays["user_features"].shape == (r, 6)
+    assert arrays["item_features"].shape == (r, n, 8)
+    assert arrays["user_features"].shape == (r, 7)
+    assert arrays["history_features"].shape == (r, 8, 4)
+    assert schema.feature_keys[-1] == "history_features"
     assert arrays["label"].dtype == np.float32 and arrays["stage_group"].dtype == np.int32
     assert truth["utility"].shape == (r, n) and truth["stage_scores"].shape == (r, n, 5)
     assert truth["exposed"].shape == (r, n)
@@ -144,3 +151,32 @@ def test_config_validation():
         dataclasses.replace(SMALL, coarse_keep=25)
     with pytest.raises(ValueError, match="retrieval_size"):
         dataclasses.replace(SMALL, retrieval_size=600)
+
+
+def test_history_features_are_the_history_items_fields():
+    """``history_features`` = the item fields of each history item (as RecFlow's sequence)."""
+    schema, a = simulate(SMALL)
+    assert schema.history_feature_names == (
+        "author_id", "category_level_two", "category_level_one", "upload_type")
+    cols = schema.history_feature_columns
+    # An item's fields are static: wherever an item is a candidate, its fields there equal
+    # its fields wherever it is in a history.
+    fields = {}
+    for ids, feats in zip(a["item_id"].reshape(-1), a["item_features"].reshape(-1, 8)):
+        fields[int(ids)] = feats[list(cols)]
+    seen = 0
+    for ids, feats in zip(a["history"].reshape(-1), a["history_features"].reshape(-1, 4)):
+        if ids == 0:
+            assert (feats == 0).all()
+        elif int(ids) in fields:
+            np.testing.assert_array_equal(feats, fields[int(ids)])
+            seen += 1
+    assert seen > 100
+
+
+def test_new_fields_leave_the_old_fields_unchanged():
+    """The request minute and upload times come from their own random streams: the fields
+    that existed before them are unchanged (pinned values of seed 0)."""
+    _, a = simulate(SMALL, num_requests=3)
+    np.testing.assert_array_equal(a["user_features"][:, :6], OLD_USER_FEATURES)
+    np.testing.assert_array_equal(a["item_id"][:, :5], OLD_ITEM_IDS)

@@ -240,3 +240,47 @@ def test_records_missing_from_manifest_count(tmp_path):
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(tf.errors.InvalidArgumentError, match="record 37: 3 record.s. missing"):
         dataset_to_arrays(read_tfrecords(tmp_path / "rec", 4))
+
+
+def _with_history_features(arrays: dict, seed: int = 0) -> dict:
+    """``arrays`` plus ``history_features`` [R, H, 2] (fields 0 and 1), 0 where history is 0."""
+    rng = np.random.default_rng(seed)
+    r = len(arrays["user_id"])
+    hist = np.asarray(arrays["history"])
+    feats = np.stack([rng.integers(1, 4, (r, H)), rng.integers(1, 9, (r, H))], -1)
+    return {**arrays, "history_features": feats * (hist > 0)[..., None]}
+
+
+def test_history_features_round_trip_and_checks(tmp_path):
+    schema = make_schema(item_feature_names=("a", "b", "c"), history_feature_names=("a", "b"))
+    assert schema.history_feature_vocabs == (4, 9) and schema.history_feature_columns == (0, 1)
+    arrays = _with_history_features(make_arrays())
+    write_tfrecords(arrays, schema, tmp_path / "rec", num_shards=2)
+    back = dataset_to_arrays(read_tfrecords(tmp_path / "rec", 8, drop_remainder=False))
+    assert_same(back, {k: np.asarray(v).astype(back[k].dtype) for k, v in arrays.items()})
+    assert check_tfrecords(tmp_path / "rec") == []
+    with pytest.raises(ValueError, match="missing keys \\['history_features'\\]"):
+        validate_arrays(make_arrays(), schema)
+    bad = dict(arrays, history_features=arrays["history_features"].copy())
+    bad["history_features"][0, 0, 1] = 9  # vocab of "b" is 9
+    with pytest.raises(ValueError, match="request 0: 'history_features' out of range"):
+        validate_arrays(bad, schema)
+    hole = dict(arrays, history=arrays["history"].copy())
+    hole["history"][2, 1], hole["history_features"] = 0, arrays["history_features"].copy()
+    hole["history_features"][2, 1] = 1
+    with pytest.raises(ValueError, match="request 2: 'history_features' is not 0 where history"):
+        validate_arrays(hole, schema)
+
+
+def test_records_written_before_the_optional_fields_still_load(tmp_path):
+    """A schema.json without the name / history fields (older writers) reads as before."""
+    schema, arrays = make_schema(), make_arrays()
+    write_tfrecords(arrays, schema, tmp_path / "rec")
+    path = tmp_path / "rec" / "schema.json"
+    manifest = json.loads(path.read_text())
+    for key in ("user_feature_names", "item_feature_names", "history_feature_names"):
+        del manifest["schema"][key]
+    path.write_text(json.dumps(manifest))
+    assert read_schema(tmp_path / "rec") == schema and schema.feature_keys[-1] == "stage_group"
+    back = dataset_to_arrays(read_tfrecords(tmp_path / "rec", 8, drop_remainder=False))
+    assert "history_features" not in back and len(back["user_id"]) == 37

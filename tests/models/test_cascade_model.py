@@ -8,7 +8,15 @@ import tensorflow as tf
 from models_synth import make_batch, make_schema
 
 from lcron_tf._keras import keras
-from lcron_tf.models import CascadeModel, DinRanker, DssmRetrieval, MlpPreRanker
+from lcron_tf.models import (
+    CascadeModel,
+    DinRanker,
+    DssmRetrieval,
+    MlpPreRanker,
+    PaperDin,
+    PaperDssm,
+    PaperMlp,
+)
 from lcron_tf.ops import ranking_metrics as rm
 
 SCHEMA = make_schema()  # N = 20, H = 6, gt_num = 4, quotas = (12, 8)
@@ -98,11 +106,15 @@ def test_predict_cascade(trained):
     np.testing.assert_array_equal(out["survival"].numpy().sum(1), np.minimum(8, n_valid))
 
 
-def test_three_stage_default_trains_every_variable():
+@pytest.mark.parametrize("preset", ["paper", "lite"])
+def test_three_stage_default_trains_every_variable(preset):
     batch = make_batch(SCHEMA, 16, seed=4)
-    model = CascadeModel.default(SCHEMA, 3, quotas=(16, 12, 8), **TINY, pre_ranker_units=(8,))
+    model = CascadeModel.default(SCHEMA, 3, quotas=(16, 12, 8), **TINY, pre_ranker_units=(8,),
+                                 preset=preset)
     assert model.stage_names == ("retrieval", "pre_ranking", "ranking")
-    assert [type(s) for s in model.stage_models] == [DssmRetrieval, MlpPreRanker, DinRanker]
+    classes = {"paper": [PaperDssm, PaperMlp, PaperDin],
+               "lite": [DssmRetrieval, MlpPreRanker, DinRanker]}[preset]
+    assert [type(s) for s in model.stage_models] == classes
     assert model(batch).shape == (16, 3, SCHEMA.list_size)
     with tf.GradientTape() as tape:
         loss = model.compute_loss(batch, training=True)
@@ -113,18 +125,21 @@ def test_three_stage_default_trains_every_variable():
     assert model.task.loss_weighting.log_sigma.shape == (3,)
 
 
-def test_towers_alone_and_config():
+@pytest.mark.parametrize("preset", ["paper", "lite"])
+def test_towers_alone_and_config(preset):
     batch = make_batch(SCHEMA, 4, seed=6)
-    dssm = DssmRetrieval(SCHEMA, emb_dim=4, tower_units=(8, 6))
+    dssm_cls, mlp_cls, din_cls = {"paper": (PaperDssm, PaperMlp, PaperDin),
+                                  "lite": (DssmRetrieval, MlpPreRanker, DinRanker)}[preset]
+    dssm = dssm_cls(SCHEMA, emb_dim=4, tower_units=(8, 6))
     scores = dssm(batch).numpy()
     query = dssm.query_embedding(batch)
     corpus = dssm.candidate_embedding(batch["item_id"][0], batch["item_features"][0])  # [N, D]
     assert query.shape == (4, 6) and corpus.shape == (SCHEMA.list_size, 6)
     np.testing.assert_allclose(query.numpy()[0] @ corpus.numpy().T, scores[0], rtol=1e-5,
                                atol=1e-5)
-    for tower in (dssm, MlpPreRanker(SCHEMA, emb_dim=4, hidden_units=(8,)),
-                  DinRanker(SCHEMA, emb_dim=4, hidden_units=(8,), attention_units=4,
-                            history_length=3)):
+    for tower in (dssm, mlp_cls(SCHEMA, emb_dim=4, hidden_units=(8,)),
+                  din_cls(SCHEMA, emb_dim=4, hidden_units=(8,), attention_units=4,
+                          history_length=3)):
         out = tower(batch)
         assert out.shape == (4, SCHEMA.list_size) and out.dtype == tf.float32
         clone = type(tower).from_config(tower.get_config())
