@@ -2,29 +2,42 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Two install stamps: the demo needs the package with its CLI and report extras (no torch);
+# the tests need every extra (`.[test]`, torch included). A test install also satisfies
+# the demo.
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): setup.cfg pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,parity]"
-	touch $(STAMP)
 
-install: $(STAMP)
+$(DEMO_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[cli,reports]"
+	touch $(DEMO_STAMP)
 
-demo: $(STAMP)
+$(TEST_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(TEST_STAMP) $(DEMO_STAMP)
+
+install: $(TEST_STAMP)
+
+demo: $(DEMO_STAMP)
 	bash examples/demo_cli.sh
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP)
+# Two pytest processes: the Keras 2 (tf_keras / TFRS) suite, then the Keras 3 flavour's tests
+# (tests/keras3), which cannot share a process with it.
+test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+	LCRON_TEST_FLAVOUR=keras3 $(PY) -m pytest -q tests/keras3
 
-bench: $(STAMP)
+bench: $(DEMO_STAMP)
 	$(PY) benchmarks/bench_loss.py
 
 clean:

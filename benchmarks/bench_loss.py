@@ -38,7 +38,11 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import tensorflow as tf  # noqa: I001
+
+# TF's CPU allocator keeps the peak-memory statistics read below only when it is the BFC
+# allocator (otherwise get_memory_info("CPU:0") raises "Cannot reset memory stats").
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+import tensorflow as tf  # noqa: E402, I001
 
 import lcron_tf  # noqa: F401  (binds tf.keras to Keras 2 first)
 from lcron_tf.ops import cascade, lean, topk
@@ -150,6 +154,50 @@ def measure_pair(fns: dict[str, Callable], args: Sequence, repeats: int) -> dict
 
 
 # ----------------------------------------------------------------------------- sections
+
+CROSSOVER_NS = (10, 16, 24, 32, 40, 50, 64, 100)
+CROSSOVER_SHAPES = ((1024, 2), (256, 3))  # (B, stages)
+
+
+def crossover(sorts: Sequence[str], repeats: int) -> list[dict]:
+    """Dense vs lean loss fwd+bwd over N, XLA and plain graph: where ``impl="auto"`` switches.
+
+    Returns one row per (sort, jit, B, stages, N) with both medians and ``lean/dense``.
+    """
+    rows = []
+    for sort in sorts:
+        for jit in (True, False):
+            for batch, stages in CROSSOVER_SHAPES:
+                for n in CROSSOVER_NS:
+                    logits, labels, mask = make_inputs(batch, n, stages, seed=n)
+                    fns = {impl: loss_step(sort, impl, labels, mask, jit=jit)
+                           for impl in ("dense", "lean")}
+                    r = measure_pair(fns, logits, repeats)
+                    row = {"sort": sort, "jit": jit, "B": batch, "S": stages, "N": n,
+                           "dense_ms": r["dense"]["median_ms"], "lean_ms": r["lean"]["median_ms"]}
+                    row["ratio"] = row["lean_ms"] / row["dense_ms"]
+                    rows.append(row)
+                    print(f"  {sort:6s} {'xla ' if jit else 'tf.function'} B={batch:4d} S={stages} "
+                          f"N={n:4d}  dense {row['dense_ms']:8.2f} ms  lean {row['lean_ms']:8.2f} "
+                          f"ms  lean/dense {row['ratio']:.2f}", flush=True)
+    return rows
+
+
+def crossover_points(rows: Sequence[dict]) -> dict[str, int | None]:
+    """Per (sort, jit, B, S): the smallest measured N from which lean is never slower."""
+    out: dict[str, int | None] = {}
+    keys = sorted({(r["sort"], r["jit"], r["B"], r["S"]) for r in rows})
+    for key in keys:
+        series = sorted((r["N"], r["ratio"]) for r in rows
+                        if (r["sort"], r["jit"], r["B"], r["S"]) == key)
+        point = None
+        for i, (n, _) in enumerate(series):
+            if all(ratio <= 1.0 for _, ratio in series[i:]):
+                point = n
+                break
+        sort, jit, batch, stages = key
+        out[f"{sort} {'xla' if jit else 'graph'} B={batch} S={stages}"] = point
+    return out
 
 
 def calibrate() -> dict:
@@ -482,8 +530,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--cases", default=None, help="e.g. 1024x40x2,64x1000x3")
     p.add_argument("--train-steps", type=int, default=None,
                    help="Adam steps at N = 10,000 (default 3; 0 with --quick)")
-    p.add_argument("--sections", default="cases,scaling,profile,train",
-                   help="comma list of cases,scaling,profile,train (default all)")
+    p.add_argument("--sections", default="crossover,cases,scaling,profile,train",
+                   help="comma list of crossover,cases,scaling,profile,train (default all)")
     p.add_argument("--json", default=None, help="write all figures to this file")
     p.add_argument("--report", default=None,
                    help="print the table and target checks of a saved --json file and exit")
@@ -514,6 +562,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print("## calibration", flush=True)
     results["calibration"] = calibrate()
     print("  " + json.dumps(results["calibration"]), flush=True)
+
+    if "crossover" in sections:
+        print("## impl crossover: loss fwd+bwd, dense vs lean over N (median ms; "
+              f"auto = lean for N > {topk.LEAN_MIN_LIST_SIZE})", flush=True)
+        results["crossover"] = crossover(sorts, max(3, repeats // 2))
+        results["crossover_points"] = crossover_points(results["crossover"])
+        for key, point in results["crossover_points"].items():
+            print(f"  lean never slower from N = {point}  ({key})")
 
     if "cases" in sections:
         print("## loss forward+backward, XLA (times: median ms; memory: peak MiB above inputs)",

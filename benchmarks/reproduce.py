@@ -137,25 +137,10 @@ def load_data(
 # ---------------------------------------------------------------------------------------
 
 
-def method_loss(method: str, schema: CascadeSchema) -> object:
-    """The loss of ``method`` configured for ``schema`` (gt_num, serving quotas)."""
-    gt, quotas = schema.gt_num, list(schema.quotas)
-    kwargs: dict = {}
-    if method == "lcron":
-        kwargs = {"gt_num": gt, "stage_k": gt}  # the paper: every k = |GT| = 10
-    elif method in ("icc", "fs_lambdaloss"):
-        kwargs = {"quotas": quotas}
-    elif method in ("rankflow", "arf", "arf_v2"):
-        kwargs = {"quotas": quotas, "gt_num": gt}
-    elif method == "bce":
-        kwargs = {"gt_num": gt}
-        if schema.stage_groups and len(schema.stage_groups) == len(quotas) + 2:
-            # RecFlow-shaped groups: the official sample selection (the last stage trains on
-            # the two best tiers, the middle one of 3 stages on all but the worst tier).
-            kwargs["train_tiers"] = [None, 2] if len(quotas) == 2 else [None, 4, 2]
-    else:  # fs_ranknet
-        kwargs = {"gt_num": gt}
-    return registry.get(method, **kwargs)
+def method_loss(method: str, schema: CascadeSchema, **overrides: object) -> object:
+    """The loss of ``method`` with its dataset defaults for ``schema`` (gt_num, serving quotas,
+    BCE's official sample selection): :func:`lcron_tf.losses.registry.get`."""
+    return registry.get(method, schema=schema, **overrides)
 
 
 def metric_names(num_stages: int) -> list[str]:

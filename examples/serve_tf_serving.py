@@ -15,7 +15,7 @@ Steps (each is also a CLI command):
    ``lcron-tf predict --target localhost:8500``. This Docker command was NOT run here (no
    Docker engine on the development machines); see docs/serving.md for what was verified.
 
-   Without ``--target`` this script starts ``lcron_tf.serving.standin.ServingStandIn``, an
+   Without ``--target`` this script starts ``lcron_tf.testing.serving_standin.ServingStandIn``, an
    in-process STAND-IN for TF Serving (same gRPC/REST request formats; a test double, not
    TF Serving itself), on free local ports;
 4. query the ``serving_default`` signature over gRPC and REST with the same test requests
@@ -40,7 +40,7 @@ from lcron_tf.cli.main import main as lcron_tf_cli
 from lcron_tf.schema import cast_arrays
 from lcron_tf.serving import Client
 from lcron_tf.serving.export import SERVING_KEYS
-from lcron_tf.serving.standin import ServingStandIn
+from lcron_tf.testing.serving_standin import ServingStandIn
 
 TOY = ["data.num_requests=2000", "train.epochs=1", "train.batch_size=200",
        "train.jit_compile=false", "train.verbose=2"]

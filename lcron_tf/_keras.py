@@ -9,6 +9,16 @@ module of lcron_tf imports ``keras`` from here, never ``tf.keras`` directly.
 from __future__ import annotations
 
 import os
+import sys
+
+if "lcron_tf.keras3" in sys.modules:
+    raise ImportError(
+        "lcron_tf.keras3 (the Keras 3 flavour) is already imported in this process; lcron_tf's "
+        "Keras 2 modules (losses, metrics, layers, models, serving, cli) bind tf.keras to "
+        "Keras 2 and cannot share a process with it. Use one flavour per process: "
+        "`from lcron_tf.keras3 import ...` for Keras 3 models, `lcron_tf.losses` etc. for "
+        "tf_keras / TFRS models."
+    )
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

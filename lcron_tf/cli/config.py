@@ -9,29 +9,40 @@ A config has five sections (see ``docs/cli.md`` for every key)::
     output: {run_dir, export_dir, model_name, tensorboard}
 
 :func:`load_config` reads a YAML file (or the embedded :data:`DEFAULT_YAML` when no file is
-given), applies ``--set a.b=value`` overrides (each value parsed with ``yaml.safe_load``) and
-returns a validated :class:`Config`. Unknown keys, wrong types and impossible settings
-(``k > N``, quotas not strictly decreasing, a missing data directory) raise
-:class:`ConfigError`, whose message names every offending dotted key.
+given), applies ``--set a.b=value`` overrides (each value parsed as YAML) and returns a
+validated :class:`Config`. Unknown keys, keys repeated in one YAML mapping, wrong types, NaN or
+infinite numbers and impossible settings (``k > N``, quotas not strictly decreasing, a missing
+data directory, an ``output.model_name`` that is not one plain path component, an output
+directory that is a file or lies under ``/proc``) raise :class:`ConfigError`, whose message
+names every offending dotted key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
+import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from lcron_tf._extras import require
+
+yaml = require("yaml", "the lcron-tf command line (YAML configs)")
+
+from lcron_tf.cli.strict_yaml import (  # noqa: E402  (needs yaml, checked above)
+    DuplicateKeyError,
+    StrictSafeLoader,
+    load_yaml,
+)
 
 SOURCES = ("simulator", "movielens", "mslr", "recflow", "tfrecord")
-SORTS = ("neural", "soft")
-MODES = ("reference", "masked")
+#: The loss options that have their own key in the ``loss`` section (others go in kwargs).
+LOSS_FIELDS = ("gt_num", "stage_k", "tau", "sort", "mode")
 
 DEFAULT_YAML = """\
 # Embedded default of `lcron-tf` (used when --config is omitted):
@@ -245,6 +256,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """``value`` converted to ``tp``; raises ``ConfigError`` naming ``key``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError([(key, f"must be a finite number, got {value!r}")])
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg, key)
@@ -262,6 +275,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError([(key, f"must be a finite number, got {value!r}")])
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -272,10 +287,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     elif origin is dict:
         if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+            bad = _non_finite(value, key)
+            if bad:
+                raise ConfigError(bad)
             return dict(value)
     else:  # pragma: no cover - only the types above are used
         raise TypeError(f"unsupported config type {tp!r}")
     raise ConfigError([(key, f"expected {_type_name(tp)}, got {value!r}")])
+
+
+def _non_finite(value: Any, key: str) -> list[tuple[str, str]]:
+    """``(key, message)`` for every NaN / infinite float nested in ``value`` (no number of a
+    config is meaningful as NaN or infinity: rates, temperatures, weights, fractions)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(key, f"must be a finite number, got {value!r}")]
+    if isinstance(value, Mapping):
+        return [e for k, v in value.items() for e in _non_finite(v, f"{key}.{k}")]
+    if isinstance(value, list | tuple):
+        return [e for i, v in enumerate(value) for e in _non_finite(v, f"{key}[{i}]")]
+    return []
 
 
 def _build(cls: type, raw: Any, prefix: str, errors: list[tuple[str, str]]) -> Any:
@@ -413,10 +443,12 @@ def _check_sections(cfg: Config, errors: list[tuple[str, str]]) -> None:
                            f"{m.num_stages}), got {lo.stage_k}"))
     if lo.tau is not None and lo.tau <= 0:
         errors.append(("loss.tau", f"must be > 0, got {lo.tau!r}"))
-    if lo.sort is not None and lo.sort not in SORTS:
-        errors.append(("loss.sort", f"must be one of {', '.join(SORTS)}; got {lo.sort!r}"))
-    if lo.mode is not None and lo.mode not in MODES:
-        errors.append(("loss.mode", f"must be one of {', '.join(MODES)}; got {lo.mode!r}"))
+    from lcron_tf.ops import validation as ops_validation
+
+    for key, value, choices in (("loss.sort", lo.sort, ops_validation.SORT_CHOICES),
+                                ("loss.mode", lo.mode, ops_validation.MODE_CHOICES)):
+        if value is not None and value not in choices:
+            errors.append((key, f"must be one of {', '.join(choices)}; got {value!r}"))
 
     _positive(errors, "train.epochs", t.epochs)
     _positive(errors, "train.batch_size", t.batch_size)
@@ -428,57 +460,70 @@ def _check_sections(cfg: Config, errors: list[tuple[str, str]]) -> None:
     for name in ("run_dir", "export_dir", "model_name"):
         if not getattr(cfg.output, name):
             errors.append((f"output.{name}", "must be a non-empty string"))
+    name = cfg.output.model_name
+    if name and not _MODEL_NAME.fullmatch(name):
+        errors.append(("output.model_name", f"must be one plain path component (letters, digits, "
+                       f"'_', '-', '.'; starting with a letter or digit; at most 128 characters) "
+                       f"because it names <export_dir>/<model_name>; got {name!r}"))
+    for name in ("run_dir", "export_dir"):
+        value = getattr(cfg.output, name)
+        problem = value and output_dir_problem(value)
+        if problem:
+            errors.append((f"output.{name}", problem))
+
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Kernel file systems: nothing there is storage, a run dir or an export cannot live there.
+_VIRTUAL_ROOTS = (Path("/proc"), Path("/sys"))
+
+
+def output_dir_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be an output directory (or None): it exists and is not a directory,
+    one of its parents is a regular file, or it lies under ``/proc`` or ``/sys``.
+
+    Static checks only (nothing is created); whether the directory can be created and written
+    is checked when a command writes it.
+    """
+    p = Path(path).expanduser()
+    try:
+        if p.exists() and not p.is_dir():
+            return f"{str(p)!r} exists and is not a directory"
+        for parent in p.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    return f"{str(parent)!r} (a parent of {str(p)!r}) is a file, not a directory"
+                break
+        resolved = p.resolve()
+    except OSError as err:
+        return f"cannot inspect {str(p)!r}: {err.strerror or err}"
+    for root in _VIRTUAL_ROOTS:
+        if resolved == root or root in resolved.parents:
+            return f"{str(p)!r} is on the kernel's virtual file system {str(root)!r}"
+    return None
+
+
+def loss_overrides(cfg: Config) -> dict[str, Any]:
+    """The loss options the config sets explicitly (``loss.*`` keys and ``loss.kwargs``)."""
+    lo = cfg.loss
+    out = {f: getattr(lo, f) for f in LOSS_FIELDS if getattr(lo, f) is not None}
+    out.update(lo.kwargs)
+    return out
 
 
 def loss_kwargs(cfg: Config, schema: Any) -> dict[str, Any]:
-    """Constructor arguments of the configured loss for ``schema``.
+    """Every option of the configured loss for ``schema``: the loss's own dataset defaults
+    (declared by its options dataclass: ``gt_num`` and LCRON's ``stage_k`` from the schema,
+    the model's quotas, BCE's official sample selection on RecFlow-shaped groups), then the
+    config's explicit settings (:func:`loss_overrides`).
 
-    The defaults are those of ``benchmarks/reproduce.py`` (LCRON: ``gt_num = stage_k =
-    schema.gt_num``; ICC / FS-LambdaLoss / RankFlow / ARF get the quotas; BCE the official
-    sample selection on RecFlow-shaped stage groups); set ``loss.*`` keys override them.
+    Raises:
+      ValueError: an option the loss does not accept.
     """
     from lcron_tf.losses import registry
 
-    name = registry._key(cfg.loss.name)
-    lo = cfg.loss
-    gt = lo.gt_num if lo.gt_num is not None else schema.gt_num
-    quotas = list(cfg.model.quotas or schema.quotas)
-    if name == "lcron":
-        kwargs: dict[str, Any] = {"gt_num": gt, "stage_k": lo.stage_k if lo.stage_k else gt}
-    elif name in ("icc", "fs_lambdaloss"):
-        kwargs = {"quotas": quotas}
-    elif name in ("rankflow", "arf", "arf_v2"):
-        kwargs = {"quotas": quotas, "gt_num": gt}
-    elif name == "bce":
-        kwargs = {"gt_num": gt}
-        if schema.stage_groups and len(schema.stage_groups) == len(quotas) + 2:
-            # RecFlow-shaped groups: the official sample selection, as benchmarks/reproduce.py.
-            kwargs["train_tiers"] = [None, 2] if len(quotas) == 2 else [None, 4, 2]
-    else:  # fs_ranknet
-        kwargs = {"gt_num": gt}
-    for field in ("gt_num", "stage_k", "tau", "sort", "mode"):
-        value = getattr(lo, field)
-        if value is not None:
-            kwargs[field] = value
-    kwargs.update(lo.kwargs)
-    return kwargs
-
-
-def _accepted_params(cls: type) -> set[str] | None:
-    """Constructor parameter names of ``cls`` along its MRO (None = accepts anything)."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters
-        names |= {p.name for p in params.values()
-                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return names
-        if klass.__module__.startswith(("tf_keras", "keras", "tensorflow")):
-            return names
-    return names
+    return registry.resolve_options(
+        cfg.loss.name, schema=schema, quotas=cfg.model.quotas, **loss_overrides(cfg)
+    )
 
 
 def check_against_schema(cfg: Config, schema: Any) -> None:
@@ -509,15 +554,18 @@ def check_against_schema(cfg: Config, schema: Any) -> None:
             errors.append(("loss.stage_k", f"k={lo.stage_k} > N={n} candidates per request"))
     from lcron_tf.losses import registry
 
-    key = registry._key(lo.name)
-    if key in registry.LOSSES:
-        accepted = _accepted_params(registry.LOSSES[key])
-        for name in loss_kwargs(cfg, schema):
-            if accepted is not None and name not in accepted:
-                where = f"loss.{name}" if name in ("gt_num", "stage_k", "tau", "sort", "mode") \
-                    else f"loss.kwargs.{name}"
+    if registry._key(lo.name) in registry.LOSSES:
+        accepted = registry.option_names(lo.name)
+        for name in loss_overrides(cfg):
+            if name not in accepted:
+                where = f"loss.{name}" if name in LOSS_FIELDS else f"loss.kwargs.{name}"
                 errors.append((where, f"not an argument of loss {lo.name!r} "
                                f"(accepted: {', '.join(sorted(accepted))})"))
+        if not errors:
+            try:  # every option value, checked once by the loss's own options dataclass
+                registry.loss_class(lo.name).spec.options(**loss_kwargs(cfg, schema))
+            except ValueError as err:
+                errors.append(("loss", str(err)))
     if errors:
         raise ConfigError(errors)
 
@@ -566,7 +614,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError([(key or text, f"--set expects KEY=VALUE with a dotted KEY such as "
                             f"train.epochs=2; got {text!r}")], source="--set")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value) if value.strip() else None
+    except DuplicateKeyError as err:
+        raise ConfigError([(f"{key}.{err.path}", str(err))], source="--set") from None
     except yaml.YAMLError as err:
         raise ConfigError([(key, f"cannot parse value {value!r} as YAML: {err}")],
                           source="--set") from err
@@ -600,7 +650,9 @@ def read_yaml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
             raise ConfigError([("--config", f"no such file: {str(p)!r}")])
         text, source = p.read_text(), str(p)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
+    except DuplicateKeyError as err:
+        raise ConfigError([(err.path, str(err))], source=source) from None
     except yaml.YAMLError as err:
         raise ConfigError([("<yaml>", str(err))], source=source) from err
     if raw is None:
@@ -652,6 +704,7 @@ def load_config(
 __all__ = [
     "DEFAULT_YAML",
     "SOURCES",
+    "StrictSafeLoader",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -663,7 +716,10 @@ __all__ = [
     "check_against_schema",
     "from_dict",
     "load_config",
+    "load_yaml",
     "loss_kwargs",
+    "loss_overrides",
+    "output_dir_problem",
     "parse_override",
     "read_yaml",
     "static_schema",

@@ -4,6 +4,7 @@ Every command reads one YAML config (``--config FILE``; the embedded 2-stage sim
 default when omitted) plus ``--set section.key=value`` overrides, and works in the config's
 run directory (``output.run_dir``, or ``--run-dir``)::
 
+    <run_dir>/.lcron-tf-run    marker: train created or adopted this directory (see rundir)
     <run_dir>/config.yaml      the resolved config of the run (train writes it)
     <run_dir>/schema.json      the data's CascadeSchema
     <run_dir>/backup/          BackupAndRestore checkpoints (every train.steps_per_checkpoint)
@@ -14,7 +15,9 @@ run directory (``output.run_dir``, or ``--run-dir``)::
     <run_dir>/tb/              TensorBoard logs
     <run_dir>/eval.json, survival.npz, export.json, report/
 
-Every file is written atomically (temporary file + rename). ``train`` killed at any point and
+``train`` uses only a new or empty directory or one with the marker, and ``--fresh`` deletes
+only the entries above (:mod:`lcron_tf.cli.rundir`). Every file is written atomically
+(temporary file + rename). ``train`` killed at any point and
 started again with the same command resumes from the last checkpoint and ends with the same
 number of optimizer steps as an uninterrupted run (see ``docs/cli.md``).
 """
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from lcron_tf.cli import config as cfgmod
+from lcron_tf.cli import rundir
 from lcron_tf.cli.config import Config, ConfigError
 
 PROG = "lcron-tf"
@@ -117,6 +121,9 @@ def resolve_config(args: argparse.Namespace, *, prefer_run_dir: bool) -> Config:
         overrides.append(f"output.run_dir={json.dumps(str(args.run_dir))}")
     if prefer_run_dir and args.config is None:
         run_dir = args.run_dir or cfgmod.load_config(None, overrides).output.run_dir
+        problem = cfgmod.output_dir_problem(run_dir)
+        if problem:  # checked before anything in it is read
+            raise ConfigError([("output.run_dir", problem)], source="--run-dir")
         recorded = Path(run_dir) / "config.yaml"
         if recorded.is_file():
             return cfgmod.load_config(recorded, overrides)
@@ -234,7 +241,8 @@ def build_model(cfg: Config, schema: Any) -> Any:
     from lcron_tf.models import CascadeModel
 
     m = cfg.model
-    loss = registry.get(cfg.loss.name, **cfgmod.loss_kwargs(cfg, schema))
+    loss = registry.get(cfg.loss.name, schema=schema, quotas=cfg.model.quotas,
+                        **cfgmod.loss_overrides(cfg))
     return CascadeModel.default(
         schema,
         m.num_stages,
@@ -292,6 +300,30 @@ def restored_step(backup_dir: Path) -> tuple[int, int, int] | None:
     return None
 
 
+def checkpoint_mismatch(model: Any, backup_dir: Path) -> str | None:
+    """Why the latest BackupAndRestore checkpoint cannot be restored into ``model``, or None.
+
+    A trial read of the checkpoint into the (built) model: a variable of another shape, or a
+    model variable the checkpoint lacks, is reported here, before training claims to resume,
+    instead of as a crash inside ``fit``. (BackupAndRestore restores the same values again.)
+    """
+    import tensorflow as tf
+
+    for d in (backup_dir / "chief", backup_dir):
+        ckpt = tf.train.latest_checkpoint(str(d)) if d.is_dir() else None
+        if ckpt is None:
+            continue
+        try:
+            status = tf.train.Checkpoint(model=model).read(ckpt)
+            status.expect_partial()
+            status.assert_existing_objects_matched()
+        except (ValueError, AssertionError, tf.errors.OpError) as err:
+            text = " ".join(str(err).split())
+            return text[:300] + (" ..." if len(text) > 300 else "")
+        return None
+    return None
+
+
 # ----------------------------------------------------------------------------- callbacks
 
 
@@ -345,20 +377,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, prefer_run_dir=False)
     run_dir = Path(cfg.output.run_dir)
     recorded = run_dir / "config.yaml"
-    if fresh and run_dir.exists() and chief:
-        log(f"--fresh: removing {run_dir}")
-        shutil.rmtree(run_dir)
+    rundir.check(run_dir, fresh=fresh)  # lcron-tf's own (marked) or new/empty only
+    if fresh and chief and rundir.is_owned(run_dir):
+        log(f"--fresh: removing lcron-tf's files from {run_dir}")
+        kept = rundir.clear(run_dir)
+        if kept:
+            log(f"--fresh: kept {len(kept)} entries lcron-tf did not write: {', '.join(kept)}")
     # A non-chief worker started with --fresh must not look at files the chief is removing.
     trust_files = chief or not fresh
     if trust_files and recorded.is_file() and recorded.read_text() != cfg.to_yaml():
         raise CliError(f"{run_dir} holds a run with a different config ({recorded}); use "
                        "another output.run_dir (--run-dir) or pass --fresh to start over")
+    if trust_files and (run_dir / "backup").exists() and not recorded.is_file():
+        raise CliError(f"{run_dir} holds a training checkpoint ({run_dir / 'backup'}) but no "
+                       "config.yaml, so nothing says which model it belongs to; pass --fresh "
+                       "to start over, or restore the run's config.yaml")
     state = read_json(run_dir / "state.json", {}) if trust_files else {}
     if state.get("status") == "complete":
         log(f"run in {run_dir} is already complete ({state['optimizer_steps']} optimizer "
             "steps); nothing to do (pass --fresh to train again)")
         return 0
-    return _train(cfg, run_dir, state, cluster)
+    return _train(cfg, run_dir, state, cluster, trust_files=trust_files)
 
 
 def _datasets(data: Any, t: Any, start: int, strategy: Any) -> tuple[Any, Any, int | None]:
@@ -396,7 +435,8 @@ def _save_weights(model: Any, run_dir: Path, chief: bool) -> Path:
         return tmp
     weights_dir = run_dir / "model"
     for stale in run_dir.glob(".model-*"):  # left by a crash while saving weights
-        shutil.rmtree(stale, ignore_errors=True)
+        if rundir.is_owned_entry(stale.name) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=run_dir))
     model.save_weights(str(tmp / "weights"))
     old = run_dir / f".model-old-{os.getpid()}"
@@ -407,8 +447,13 @@ def _save_weights(model: Any, run_dir: Path, chief: bool) -> Path:
     return weights_dir
 
 
-def _train(cfg: Config, run_dir: Path, state: dict, cluster: Any) -> int:
-    """The training loop of ``train`` (``cluster``: None, or this worker's ``Cluster``)."""
+def _train(cfg: Config, run_dir: Path, state: dict, cluster: Any, *,
+           trust_files: bool = True) -> int:
+    """The training loop of ``train`` (``cluster``: None, or this worker's ``Cluster``).
+
+    ``trust_files``: the run directory's files belong to this run (False on a non-chief
+    worker started with ``--fresh``, while the chief may be clearing them).
+    """
     import contextlib
 
     from lcron_tf.cli import workers
@@ -432,8 +477,13 @@ def _train(cfg: Config, run_dir: Path, state: dict, cluster: Any) -> int:
                             f"{replicas} replicas of the {cluster.num_workers} workers")])
     data = open_data(cfg)
     schema = data.schema
+    stored_schema = run_dir / "schema.json"
+    if trust_files and (run_dir / "backup").exists() and stored_schema.is_file() \
+            and stored_schema.read_text() != schema.to_json():
+        raise CliError(f"{run_dir} holds a checkpoint of a run on other data ({stored_schema} "
+                       "differs from the data's schema); pass --fresh to start over")
     if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.claim(run_dir)
         write_atomic(run_dir / "config.yaml", cfg.to_yaml())
         write_atomic(run_dir / "schema.json", schema.to_json())
     spe = data.steps_per_epoch(t.batch_size)
@@ -459,6 +509,10 @@ def _train(cfg: Config, run_dir: Path, state: dict, cluster: Any) -> int:
     restored = restored_step(backup)
     start = 0
     if restored is not None:
+        mismatch = checkpoint_mismatch(model, backup)
+        if mismatch:
+            raise CliError(f"the checkpoint in {backup} does not fit the configured model "
+                           f"({mismatch}); pass --fresh to start over")
         start = restored[0]
         say(f"resumed from step {start} (checkpoint at epoch {restored[1] + 1}, "
             f"batch {restored[2] + 1}) in {backup}")
@@ -515,15 +569,6 @@ def _train(cfg: Config, run_dir: Path, state: dict, cluster: Any) -> int:
     return 0
 
 
-def ground_truth(labels: np.ndarray, mask: np.ndarray, gt_num: int) -> np.ndarray:
-    """bool ``[B, N]``: the ``gt_num`` best labels of every request's valid candidates."""
-    keyed = np.where(mask > 0, labels, -np.inf)
-    order = np.argsort(-keyed, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(labels.shape[1])[None, :], axis=1)
-    return (rank < gt_num) & (mask > 0)
-
-
 def evaluate_model(cfg: Config, model: Any, schema: Any, test: Any,
                    chunk: int = 500, survival_requests: int = 2000) -> tuple[dict, dict]:
     """Test metrics (official definitions) and relaxed survival probabilities.
@@ -537,6 +582,7 @@ def evaluate_model(cfg: Config, model: Any, schema: Any, test: Any,
     from lcron_tf.data.tfrecord import to_dataset
     from lcron_tf.layers import CascadeSelection
     from lcron_tf.metrics import NDCG, JointRecall, StageRecall
+    from lcron_tf.ops import ranking, validation
 
     quotas = tuple(model.quotas)
     gt = cfg.loss.gt_num or schema.gt_num
@@ -545,7 +591,7 @@ def evaluate_model(cfg: Config, model: Any, schema: Any, test: Any,
         metrics.append(StageRecall(k=gt, m=q, stage=s, name=f"{name}_recall_at_{gt}_at_{q}"))
         metrics.append(NDCG(k=min(10, schema.list_size), stage=s, name=f"{name}_ndcg_at_10"))
     select = CascadeSelection(ks=quotas, tau=cfg.loss.tau or 50.0, sort=cfg.loss.sort or "neural",
-                              mode=cfg.loss.mode or "masked")
+                              mode=cfg.loss.mode or validation.DEFAULT_MODE)
     probs, gts, masks = [], [], []
     seen = 0
     import tensorflow as tf
@@ -559,10 +605,10 @@ def evaluate_model(cfg: Config, model: Any, schema: Any, test: Any,
             m.update_state(y_true, scores)
         if seen < survival_requests:
             probs.append(select(scores, mask=batch["mask"]).numpy())
-            lab, msk = batch["label"].numpy(), batch["mask"].numpy()
-            gts.append(ground_truth(lab, msk, gt))
+            msk = batch["mask"].numpy()
+            gts.append(ranking.ground_truth_mask(batch["label"], gt, batch["mask"]).numpy() > 0)
             masks.append(msk)
-            seen += len(lab)
+            seen += len(msk)
     out = {m.name: float(m.result()) for m in metrics}
     survival = {"prob": np.concatenate(probs).astype(np.float32), "is_gt": np.concatenate(gts),
                 "mask": np.concatenate(masks).astype(np.float32)}
@@ -627,7 +673,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = load_trained_model(cfg, schema, sample)
     base = args.export_dir or cfg.output.export_dir
     path = serving.export(model, base, args.version, model_name=cfg.output.model_name,
-                          schema=schema, overwrite=args.overwrite)
+                          schema=schema, overwrite=args.overwrite,
+                          max_batch_size=(serving.DEFAULT_MAX_BATCH_SIZE
+                                          if args.max_batch_size is None
+                                          else args.max_batch_size or None),
+                          max_list_size=args.max_list_size or None)
     write_json(Path(cfg.output.run_dir) / "export.json",
                {"path": str(path), "version": int(path.name), "model_name": cfg.output.model_name,
                 "base_dir": str(base)})
@@ -754,6 +804,16 @@ def cmd_bench(argv: Sequence[str]) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", default=None,
                    help="YAML config (default: the embedded 2-stage simulator config; for "
@@ -786,7 +846,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     _common(p)
     p.add_argument("--fresh", action="store_true",
-                   help="delete the run directory first and start from step 0")
+                   help="delete the files lcron-tf wrote in the run directory first and start "
+                   f"from step 0 (only in a directory train created: one with {rundir.MARKER})")
     p.add_argument("--num-workers", type=int, default=None, metavar="N",
                    help="train on N workers (MultiWorkerMirroredStrategy). Without TF_CONFIG: "
                    "start N local worker processes on 127.0.0.1 and supervise them; with "
@@ -816,7 +877,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-dir", default=None, help="base directory (default output.export_dir)")
     p.add_argument("--version", type=int, default=None,
                    help="version number (default: one more than the latest)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing version (atomically swapped: a complete version "
+                   "directory exists at every moment)")
+    p.add_argument("--max-batch-size", type=_non_negative, default=None, metavar="B",
+                   help="most requests one call may carry, checked in the graph (default 1024; "
+                   "0 = no cap); at least TF Serving's batching max_batch_size")
+    p.add_argument("--max-list-size", type=_non_negative, default=None, metavar="N",
+                   help="most candidates per request (default: the data's list size)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="run the exported cascade on requests",
@@ -873,7 +941,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except (CliError, FileNotFoundError, FileExistsError) as err:
+    except (CliError, rundir.RunDirError, FileNotFoundError, FileExistsError,
+            NotADirectoryError, IsADirectoryError, PermissionError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
 

@@ -24,8 +24,9 @@ import numpy as np
 
 
 def _plt() -> Any:
-    import matplotlib
+    from lcron_tf._extras import require
 
+    matplotlib = require("matplotlib", "lcron-tf report (PNG plots)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

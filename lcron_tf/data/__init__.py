@@ -8,6 +8,8 @@
 * :mod:`~lcron_tf.data.simulator` - RecFlow-shaped synthetic data with a known truth.
 * :mod:`~lcron_tf.data.recflow` - the RecFlow reader (official 2-/3-stage samples).
 * :mod:`~lcron_tf.data.movielens`, :mod:`~lcron_tf.data.mslr` - real-data cascades.
+* :mod:`~lcron_tf.data.candidates` - cascade requests from YOUR interaction log (your
+  feature names and dtypes, strings included), for your own TFRS model.
 * :mod:`~lcron_tf.data.paths` - where the data lives (``--data-dir`` / ``LCRON_DATA_DIR``).
 
 Every builder returns ``(schema, arrays)`` (numpy, first axis = requests); feed them to
@@ -17,7 +19,20 @@ Every builder returns ``(schema, arrays)`` (numpy, first axis = requests); feed 
 
 import warnings
 
-from lcron_tf.data.movielens import MovieLensConfig, build_movielens, load_movielens
+from lcron_tf.data.candidates import (
+    CANDIDATE_TYPES,
+    CandidateConfig,
+    CandidateLists,
+    build_candidates,
+    interactions_to_arrays,
+)
+from lcron_tf.data.movielens import (
+    MovieLensConfig,
+    build_movielens,
+    load_movielens,
+    movielens_interactions,
+    movielens_movies,
+)
 from lcron_tf.data.mslr import MslrConfig, build_mslr, read_letor
 from lcron_tf.data.paths import (
     DATA_DIR_ENV,
@@ -72,6 +87,7 @@ from lcron_tf.schema import (
 )
 
 __all__ = [
+    "CANDIDATE_TYPES",
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
     "DTYPES",
@@ -82,6 +98,8 @@ __all__ = [
     "THREE_STAGE_GROUPS",
     "TWO_STAGE_GROUPS",
     "BuildReport",
+    "CandidateConfig",
+    "CandidateLists",
     "CascadeRecordWriter",
     "CascadeSchema",
     "InMemoryData",
@@ -91,6 +109,7 @@ __all__ = [
     "RecordData",
     "RecordProblem",
     "SimulatorConfig",
+    "build_candidates",
     "build_movielens",
     "build_mslr",
     "build_recflow_day",
@@ -101,11 +120,14 @@ __all__ = [
     "dataset_to_arrays",
     "epoch_seed",
     "find_data_dir",
+    "interactions_to_arrays",
     "invalid_requests",
     "list_recflow_dates",
     "load_id_cnt",
     "load_movielens",
     "make_world",
+    "movielens_interactions",
+    "movielens_movies",
     "num_requests",
     "read_letor",
     "read_manifest",

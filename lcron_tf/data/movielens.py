@@ -23,6 +23,13 @@ Each model adds seeded Gaussian noise. Stage groups (RecFlow 2-stage names, N = 
 The split is temporal: requests at or after the ``1 - test_fraction`` quantile of all
 rating times are ``test``; ``train`` requests are earlier and their ground truth only uses
 ratings before that cutoff. The stage models see training-period ratings only.
+
+Ids: ``build_movielens`` emits int64 ids in the canonical format, ``user_id`` = the raw
+MovieLens user id (``u.data`` column 1, 1..943) and ``item_id`` = the raw MovieLens movie
+id (``u.item`` column 1, 1..1682; 0 is the padding id), so a title is
+``u.item``'s row for that id. For the string features of the TFRS tutorials (``user_id``
+as text, ``movie_title``) use :func:`movielens_interactions` and
+:func:`lcron_tf.data.build_candidates` instead.
 """
 
 from __future__ import annotations
@@ -185,6 +192,39 @@ def _index(text: str, n: int, path: Path, line: int) -> int:
     if not text.isdigit() or not 1 <= int(text) <= n:
         raise ValueError(f"{str(path)!r} line {line}: id {text!r} out of range [1, {n}]")
     return int(text) - 1
+
+
+def movielens_interactions(data_dir: PathLike | None = None) -> dict[str, np.ndarray]:
+    """The 100,000 ratings with the features of TFDS ``movielens/100k-ratings``, from the
+    raw files (offline, no ``tensorflow_datasets``).
+
+    Returns:
+      ``{"user_id": str [E], "movie_id": str [E], "movie_title": str [E] (u.item's title,
+      latin-1 decoded), "user_rating": float32 [E], "timestamp": int64 [E]}``, in
+      ``u.data`` order (object arrays of Python ``str``). TFDS serves the same values as
+      bytes; ``movielens_movies`` gives the catalogue.
+    """
+    raw = load_movielens(data_dir)
+    titles = movielens_movies(data_dir)["movie_title"]
+    return {
+        "user_id": (raw.user + 1).astype(str).astype(object),
+        "movie_id": (raw.item + 1).astype(str).astype(object),
+        "movie_title": titles[raw.item],
+        "user_rating": raw.rating.astype(np.float32),
+        "timestamp": raw.ts.astype(np.int64),
+    }
+
+
+def movielens_movies(data_dir: PathLike | None = None) -> dict[str, np.ndarray]:
+    """The catalogue of TFDS ``movielens/100k-movies``: ``{"movie_id": str [1682],
+    "movie_title": str [1682]}`` in ``u.item`` order (movie id ``i`` at row ``i - 1``)."""
+    folder = resolve_data_dir(data_dir, SUBDIR)
+    rows = _read_lines(require_file(folder, "u.item"), "|", 5 + NUM_GENRES)
+    titles = np.empty(len(rows), dtype=object)
+    for line, row in rows:
+        titles[_index(row[0], len(rows), folder / "u.item", line)] = row[1]
+    return {"movie_id": np.arange(1, len(rows) + 1).astype(str).astype(object),
+            "movie_title": titles}
 
 
 def movielens_schema(raw: MovieLensRaw, config: MovieLensConfig) -> CascadeSchema:

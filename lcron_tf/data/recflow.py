@@ -191,7 +191,10 @@ def time_features(
 
 def _read_feather(path: Path, num_stages: int) -> object:
     """The needed columns of an ``all_stage`` feather file as a DataFrame."""
-    import pyarrow as pa
+    from lcron_tf._extras import require
+
+    pa = require("pyarrow", "the RecFlow reader (feather files)")
+    require("pandas", "the RecFlow reader (feather files)")
     import pyarrow.feather as feather
 
     _require(path)

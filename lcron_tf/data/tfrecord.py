@@ -71,6 +71,8 @@ def serialize_requests(arrays: Mapping[str, np.ndarray]) -> list[bytes]:
     """
     a = cast_arrays(arrays)
     r = num_requests(a)
+    if r == 0:
+        return []
     flat = {k: a[k].reshape(r, -1) for k in FEATURE_KEYS}
     lists = {k: flat[k].tolist() for k in FEATURE_KEYS}
     out = []
@@ -90,6 +92,27 @@ def _manifest_path(directory: PathLike) -> Path:
     return Path(directory) / SCHEMA_FILE
 
 
+def record_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a record file of a manifest (or None when it can).
+
+    A record file name is one plain file name inside the record directory: ``<stem>.tfrecord``
+    with a non-empty stem that does not start with ``.``, and no directory part (no ``/`` or
+    ``\\``, no ``..``, not absolute, no NUL). So a ``schema.json`` can never make a reader
+    read, or a writer delete, a file outside its directory (``"../x.tfrecord"``, ``"/etc/x"``).
+    """
+    if not isinstance(name, str):
+        return f"is a {type(name).__name__}, not a file name"
+    if "/" in name or "\\" in name or (os.altsep and os.altsep in name) or os.path.isabs(name):
+        return "has a directory part (record files must lie directly in the record directory)"
+    if "\0" in name or name in ("", ".", ".."):
+        return "is not a file name"
+    if not name.endswith(RECORD_SUFFIX) or len(name) == len(RECORD_SUFFIX):
+        return f"does not end with {RECORD_SUFFIX!r} after a non-empty stem"
+    if name.startswith("."):
+        return "starts with '.'"
+    return None
+
+
 class CascadeRecordWriter:
     """Write request arrays into a record directory (``*.tfrecord`` + ``schema.json``).
 
@@ -105,8 +128,16 @@ class CascadeRecordWriter:
     Args:
       out_dir: directory to create (parents included).
       schema: the dataset schema; every written batch is validated against it.
-      overwrite: replace an existing record directory (its listed files and schema.json).
+      overwrite: replace an existing record directory: delete the record files its
+        ``schema.json`` lists and the ``schema.json`` itself, nothing else (a manifest entry
+        that is not a plain record file name in the directory is refused before anything is
+        deleted).
       validate: run :func:`~lcron_tf.schema.validate_arrays` before writing.
+
+    Raises:
+      FileExistsError: ``schema.json`` exists and ``overwrite`` is False.
+      ValueError: with ``overwrite``, the old ``schema.json`` is invalid or lists an entry
+        that is not a plain record file (nothing is deleted).
     """
 
     def __init__(
@@ -127,9 +158,16 @@ class CascadeRecordWriter:
                     f"{str(manifest)!r} exists: {str(self.out_dir)!r} already holds records. "
                     "Pass overwrite=True to replace them."
                 )
+            # read_manifest refuses a manifest whose entries leave the directory, so only the
+            # record files it owns are deleted, and nothing at all unless every entry is one.
             _, old_files = read_manifest(self.out_dir)
-            for name in old_files:
-                (self.out_dir / name).unlink(missing_ok=True)
+            paths = [self.out_dir / name for name in old_files]
+            for path in paths:
+                if path.exists() and (path.is_dir() or not (path.is_file() or path.is_symlink())):
+                    raise ValueError(f"{str(manifest)!r} lists {path.name!r}, which is not a "
+                                     "regular file; nothing was deleted")
+            for path in paths:
+                path.unlink(missing_ok=True)
             manifest.unlink()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._writers: dict[str, tf.io.TFRecordWriter] = {}
@@ -139,21 +177,40 @@ class CascadeRecordWriter:
     def write(self, arrays: Mapping[str, np.ndarray], *, shard: str = "part-00000") -> int:
         """Append the requests of ``arrays`` to ``<out_dir>/<shard>.tfrecord``.
 
+        ``arrays`` with 0 requests is a no-op (after the same checks): nothing is written, and a
+        shard that never receives a request gets no file and no ``schema.json`` entry.
+
         Returns:
           The number of records written.
+
+        Raises:
+          FileExistsError: ``<shard>.tfrecord`` exists but was not written by this writer (nor
+            listed in the ``schema.json`` that ``overwrite=True`` replaced): it is never
+            truncated.
         """
         if self._closed:
             raise ValueError(f"writer for {str(self.out_dir)!r} is closed")
-        if "/" in shard or os.sep in shard or not shard:
-            raise ValueError(f"`shard` must be a plain file stem. Received: shard={shard!r}")
-        name = shard + RECORD_SUFFIX
+        name = shard + RECORD_SUFFIX if isinstance(shard, str) else shard
+        problem = record_name_problem(name)
+        if problem:
+            raise ValueError(f"`shard` must be a plain file stem ({name!r} {problem}). "
+                             f"Received: shard={shard!r}")
         if self.validate:
             validate_arrays(arrays, self.schema, source=f"records for {name!r}")
+        records = serialize_requests(arrays)
+        if not records:
+            return 0
         if name not in self._writers:
-            self._writers[name] = tf.io.TFRecordWriter(str(self.out_dir / name))
+            path = self.out_dir / name
+            if path.exists() or path.is_symlink():
+                raise FileExistsError(
+                    f"{str(path)!r} exists and was not written by this writer (it is not listed "
+                    f"in a {SCHEMA_FILE} that overwrite=True replaced; an unfinished write may "
+                    "have left it): delete it yourself or write to another directory"
+                )
+            self._writers[name] = tf.io.TFRecordWriter(str(path))
             self._counts[name] = 0
         w = self._writers[name]
-        records = serialize_requests(arrays)
         for rec in records:
             w.write(rec)
         self._counts[name] += len(records)
@@ -202,7 +259,8 @@ def write_tfrecords(
       overwrite: replace an existing record directory.
 
     Returns:
-      The paths of the written record files.
+      The paths of the written record files (a shard that would receive no request, when
+      ``num_shards`` exceeds the number of requests, is not written).
     """
     if num_shards < 1:
         raise ValueError(f"`num_shards` must be >= 1. Received: num_shards={num_shards}")
@@ -213,7 +271,7 @@ def write_tfrecords(
         for s in range(num_shards):
             part = {k: np.asarray(arrays[k])[bounds[s] : bounds[s + 1]] for k in FEATURE_KEYS}
             w.write(part, shard=f"part-{s:05d}")
-    return [Path(out_dir) / f"part-{s:05d}{RECORD_SUFFIX}" for s in range(num_shards)]
+    return [Path(out_dir) / name for name in sorted(w.close())]
 
 
 # ------------------------------------------------------------------------------------------
@@ -241,9 +299,18 @@ def read_manifest(directory: PathLike) -> tuple[CascadeSchema, dict[str, int]]:
         manifest = json.loads(path.read_text())
         version = manifest["format_version"]
         schema = CascadeSchema(**manifest["schema"])
-        files = {str(k): int(v) for k, v in manifest["files"].items()}
+        files = {k: int(v) for k, v in manifest["files"].items()}
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{str(path)!r} is not a valid record manifest: {err!r}") from err
+    for name, count in files.items():
+        problem = record_name_problem(name)
+        if problem:
+            raise ValueError(f"{str(path)!r} is not a valid record manifest: file entry "
+                             f"{name!r} {problem}; nothing outside {str(directory)!r} is read "
+                             "or deleted")
+        if count < 0:
+            raise ValueError(f"{str(path)!r} is not a valid record manifest: file entry "
+                             f"{name!r} has a negative record count {count}")
     if version != FORMAT_VERSION:
         raise ValueError(
             f"{str(path)!r} has format_version={version}; this reader supports {FORMAT_VERSION}"

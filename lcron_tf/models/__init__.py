@@ -1,6 +1,7 @@
 """TFRS glue: stage towers, the LCRON task and the end-to-end cascade model."""
 
 from lcron_tf.models.cascade_model import CascadeModel, default_metrics
+from lcron_tf.models.multitask import CascadeMultiTask, positive_pairs
 from lcron_tf.models.task import LcronTask
 from lcron_tf.models.towers import (
     DinRanker,
@@ -13,6 +14,7 @@ from lcron_tf.models.towers import (
 
 __all__ = [
     "CascadeModel",
+    "CascadeMultiTask",
     "DinRanker",
     "DssmRetrieval",
     "ItemTower",
@@ -21,4 +23,5 @@ __all__ = [
     "MultiFieldEmbedding",
     "UserTower",
     "default_metrics",
+    "positive_pairs",
 ]

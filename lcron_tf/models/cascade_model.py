@@ -22,8 +22,6 @@ _DEFAULT_NAMES = {
     2: ("retrieval", "ranking"),
     3: ("retrieval", "pre_ranking", "ranking"),
 }
-# Outputs of the loss terms that the task's term metrics read (kept small for the jit path).
-_TERM_KEYS = ("e2e_per_request", "single_per_request", "sigma")
 
 
 def default_metrics(
@@ -291,7 +289,6 @@ class CascadeModel(tfrs.Model):
         labels, mask, weights = self._targets(inputs)
         scores = self(inputs, training=training)
         loss, terms = self.task.compute(labels, scores, mask, weights)
-        terms = {k: terms[k] for k in _TERM_KEYS if k in terms}
         return loss, terms, scores
 
     def compute_loss(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -340,13 +337,24 @@ class CascadeModel(tfrs.Model):
         return logs
 
     def train_step(self, inputs: Mapping[str, tf.Tensor]) -> dict:
-        """One optimizer step on ``compute_loss`` (TFRS's step, made replica-count invariant)."""
+        """One optimizer step on ``compute_loss`` (TFRS's step, made replica-count invariant).
+
+        Under the ``mixed_float16`` policy Keras wraps the optimizer in a
+        ``LossScaleOptimizer``; the loss is then scaled before the float16 backward pass and
+        the gradients unscaled before the update, as Keras' own ``train_step`` does (TFRS's
+        step skips this, so small float16 gradients underflow to 0). The loss itself is always
+        computed in float32.
+        """
+        scaled = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             loss = self.compute_loss(inputs, training=True)
             reg = self._regularization_loss()
             total = loss + reg
+            target = self.optimizer.get_scaled_loss(total) if scaled else total
         variables = self.trainable_variables
-        grads = tape.gradient(total, variables)
+        grads = tape.gradient(target, variables)
+        if scaled:
+            grads = self.optimizer.get_unscaled_gradients(grads)
         self.optimizer.apply_gradients(
             [(_densify(g, v), v) for g, v in zip(grads, variables) if g is not None]
         )

@@ -9,17 +9,27 @@ import tensorflow_recommenders as tfrs
 
 from lcron_tf._keras import keras, register_serializable
 from lcron_tf.losses.lcron import LcronLoss
-from lcron_tf.ops import inputs
+from lcron_tf.ops import contract, inputs
 
 
 def _check_loss(loss: object) -> None:
-    if not callable(getattr(loss, "per_request", None)):
+    if not callable(getattr(loss, "terms", None)) and not callable(
+        getattr(loss, "per_request", None)
+    ):
         raise ValueError(
             "`loss` must follow the cascade-loss contract: a method "
-            "`per_request(stage_logits: list of [B, N], labels [B, N], mask [B, N]) -> [B]` "
-            "(e.g. lcron_tf.losses.LcronLoss or any lcron_tf.losses.CascadeLoss). "
+            "`terms(stage_logits: list of [B, N], labels [B, N], mask [B, N]) -> LossTerms` "
+            "or `per_request(...) -> [B]` (e.g. any lcron_tf.losses.CascadeLoss). "
             f"Received: loss={loss!r}"
         )
+
+
+def _metric_name(prefix: str, part: str, stage_names: Sequence[str] | None) -> str:
+    base, stage = contract.split_part(part)
+    base = base.replace("/", "_")
+    if stage is None:
+        return f"{prefix}_{base}"
+    return f"{prefix}_{base}_{stage_names[stage]}"
 
 
 @register_serializable
@@ -39,10 +49,12 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
     (``LcronLoss.weighting``, the learned ``sigma`` per stage) is tracked by this layer,
     so it trains with the model's single optimizer.
 
-    With ``track_terms=True`` and an ``LcronLoss``, the loss terms are tracked as Keras
-    ``Mean`` metrics and appear in ``fit`` History / TensorBoard: ``lcron_e2e`` and, when
-    ``stage_names`` is given, ``lcron_single_<stage>`` and ``lcron_sigma_<stage>`` (the
-    mean over the epoch's steps of the learned sigma).
+    With ``track_terms=True``, the named parts of the loss (``loss.part_names``, e.g.
+    LCRON's ``e2e``, ``single/<s>``, ``sigma/<s>``) are tracked as Keras ``Mean`` metrics
+    named ``<loss.metric_prefix>_<part>`` and appear in ``fit`` History / TensorBoard:
+    ``lcron_e2e`` and, when ``stage_names`` is given (per-stage parts need it),
+    ``lcron_single_<stage>`` and ``lcron_sigma_<stage>`` (the mean over the epoch's steps of
+    the learned sigma); ARF logs ``arf_relax_<stage>``, ``arf_global_<stage>``, ...
 
     Args:
       loss: a cascade loss with ``per_request(stage_logits, labels, mask) -> [B]``
@@ -51,7 +63,14 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
         e.g. :class:`~lcron_tf.metrics.JointRecall`.
       stage_names: one name per stage (first stage first); sizes the per-stage term
         metrics and builds the weighting layer eagerly.
-      track_terms: track the LCRON loss terms as metrics (only for an ``LcronLoss``).
+      track_terms: track the loss's named parts as metrics.
+      jit_compile: compile the loss and the metric updates (forward and gradient) on their
+        own with ``tf.function(jit_compile=True)``, while the rest of the model's step
+        stays as it is. This is how a model whose towers start with ``StringLookup`` (string
+        ops cannot be XLA-compiled) or that keeps a TFRS ``FactorizedTopK`` evaluation
+        (tf.data ops) trains the LCRON math under XLA: compile the MODEL without
+        ``jit_compile`` and give the task ``jit_compile=True`` (docs/tfrs.md). Keep the
+        batch shape fixed (``drop_remainder=True``): every new shape recompiles.
       name: layer name.
     """
 
@@ -61,6 +80,7 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
         metrics: Sequence[keras.metrics.Metric] | None = None,
         stage_names: Sequence[str] | None = None,
         track_terms: bool = True,
+        jit_compile: bool = False,
         name: str = "lcron_task",
         **kwargs: object,
     ) -> None:
@@ -85,17 +105,25 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
         weighting = getattr(loss, "weighting", None)
         self.loss_weighting = weighting if isinstance(weighting, keras.layers.Layer) else None
         if self.loss_weighting is not None and stage_names is not None:
-            if not self.loss_weighting.built:
+            if callable(getattr(loss, "build_weighting", None)):
+                loss.build_weighting(len(stage_names))
+            elif not self.loss_weighting.built:
                 self.loss_weighting.build(tf.TensorShape([None, len(stage_names)]))
-        self._terms_ok = self.track_terms and isinstance(loss, LcronLoss)
         term_metrics = {}
-        if self._terms_ok:
-            term_metrics["e2e"] = keras.metrics.Mean(name="lcron_e2e")
-            for s in stage_names or []:
-                term_metrics[f"single_{s}"] = keras.metrics.Mean(name=f"lcron_single_{s}")
-                term_metrics[f"sigma_{s}"] = keras.metrics.Mean(name=f"lcron_sigma_{s}")
+        part_names = getattr(loss, "part_names", None)
+        if self.track_terms and callable(part_names):
+            prefix = getattr(loss, "metric_prefix", None) or getattr(
+                getattr(loss, "spec", None), "key", "loss"
+            )
+            num = None if stage_names is None else len(stage_names)
+            for part in part_names(num):
+                term_metrics[part] = keras.metrics.Mean(
+                    name=_metric_name(prefix, part, stage_names)
+                )
         # Assigned whole: Keras collects the Metric objects of an attribute at assignment.
         self.term_metrics = term_metrics
+        self.jit_compile = bool(jit_compile)
+        self._compiled_call = None  # built on first use (see `call`)
 
     @property
     def loss(self) -> object:
@@ -120,18 +148,16 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
 
         Returns:
           ``(loss, terms)``: float32 scalar (the per-replica share of the global mean) and
-          a dict of tensors (``{}`` for losses without ``terms``; for ``LcronLoss`` the dict
-          of :meth:`LcronLoss.terms`).
+          the loss's :class:`~lcron_tf.ops.contract.LossTerms` (parts ``{}`` for a loss with
+          only ``per_request``).
         """
         labels, mask = self._labels_mask(labels, mask)
         stages = inputs.split_stages(stage_scores)
-        if self._terms_ok:
+        if callable(getattr(self._loss, "terms", None)):
             terms = self._loss.terms(stages, labels, mask)
-            per_request = terms["per_request"]
         else:
-            terms = {}
-            per_request = self._loss.per_request(stages, labels, mask)
-        per_request = tf.cast(per_request, tf.float32)
+            terms = contract.LossTerms(self._loss.per_request(stages, labels, mask), {})
+        per_request = tf.cast(terms.per_request, tf.float32)
         loss = tf.nn.compute_average_loss(per_request, sample_weight=self._weights(sample_weight))
         return loss, terms
 
@@ -141,23 +167,19 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
         stage_scores: tf.Tensor | Sequence[tf.Tensor],
         mask: tf.Tensor | None = None,
         sample_weight: tf.Tensor | None = None,
-        terms: Mapping | None = None,
+        terms: contract.LossTerms | None = None,
     ) -> list:
-        """Update the task's metrics (and term metrics from ``terms``); returns the update ops."""
+        """Update the task's metrics (and the part metrics from ``terms``); returns the ops."""
         labels, mask = self._labels_mask(labels, mask)
         weights = self._weights(sample_weight)
         y_true = {"labels": labels, "mask": mask}
         y_pred = tf.stack(inputs.split_stages(stage_scores), axis=1)
         ops = [m.update_state(y_true, y_pred, sample_weight=weights) for m in self.task_metrics]
-        if terms and self.term_metrics:
-            ops.append(self.term_metrics["e2e"].update_state(terms["e2e_per_request"], weights))
-            for i, s in enumerate(self.stage_names or []):
-                ops.append(
-                    self.term_metrics[f"single_{s}"].update_state(
-                        terms["single_per_request"][i], weights
-                    )
-                )
-                ops.append(self.term_metrics[f"sigma_{s}"].update_state(terms["sigma"][i]))
+        if terms is not None:
+            for part, metric in self.term_metrics.items():
+                if part in terms.parts:
+                    values = tf.cast(terms.parts[part], tf.float32)
+                    ops.append(metric.update_state(values, weights))
         return [op for op in ops if op is not None]
 
     def call(
@@ -186,6 +208,27 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
           float32 scalar loss: ``sum_b w_b * loss_b / global_batch_size``.
         """
         del training
+        if self.jit_compile:
+            if self._compiled_call is None:
+                # Outside Keras attribute tracking: a cache, not state to save.
+                object.__setattr__(
+                    self, "_compiled_call", tf.function(self._loss_and_metrics, jit_compile=True)
+                )
+            labels_mask = self._labels_mask(labels, mask)
+            return self._compiled_call(
+                labels_mask[0], stage_scores, labels_mask[1], sample_weight, compute_metrics
+            )
+        return self._loss_and_metrics(labels, stage_scores, mask, sample_weight, compute_metrics)
+
+    def _loss_and_metrics(
+        self,
+        labels: tf.Tensor,
+        stage_scores: tf.Tensor | Sequence[tf.Tensor],
+        mask: tf.Tensor | None,
+        sample_weight: tf.Tensor | None,
+        compute_metrics: bool,
+    ) -> tf.Tensor:
+        """The body of :meth:`call` (the unit that ``jit_compile=True`` compiles)."""
         loss, terms = self.compute(labels, stage_scores, mask, sample_weight)
         if not compute_metrics:
             return loss
@@ -214,6 +257,7 @@ class LcronTask(keras.layers.Layer, tfrs.tasks.Task):
             "metrics": [keras.utils.serialize_keras_object(m) for m in self.task_metrics],
             "stage_names": None if self.stage_names is None else list(self.stage_names),
             "track_terms": self.track_terms,
+            "jit_compile": self.jit_compile,
         }
 
     @classmethod

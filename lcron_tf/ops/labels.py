@@ -20,24 +20,33 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from lcron_tf.ops import sorting, validation
+from lcron_tf.ops import masking, sorting, validation
 
 
 def _key_and_valid(labels: tf.Tensor, mask: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(key, valid)``: ``key = -labels`` (ascending key = descending label), 0 on padded slots.
+
+    Padded slots are told apart by ``valid``, never by a sentinel key, so no label value
+    (up to the float32 range) can tie with padding; their labels may hold anything.
+    """
     labels = tf.stop_gradient(tf.convert_to_tensor(labels))
     validation.check_rank2("labels", labels)
     if not labels.dtype.is_floating:
         labels = tf.cast(labels, tf.float32)
     if mask is None:
-        valid = tf.ones_like(labels, dtype=tf.bool)
-        return -labels, valid
+        return -labels, tf.ones_like(labels, dtype=tf.bool)
     mask = tf.convert_to_tensor(mask)
     validation.check_same_shape("labels", labels, "mask", mask)
-    valid = tf.cast(mask, tf.bool)
-    key = -labels
-    # Padded items sort after every valid one (ascending key = descending label).
-    big = tf.reduce_max(key, axis=1, keepdims=True) + 1.0  # above every key of the row
-    return tf.where(valid, key, big), valid
+    valid = masking.valid_mask(mask)
+    return masking.where_valid(-labels, valid), valid
+
+
+def _valid_first_order(key: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+    """Ascending stable order of ``key`` with every padded slot after every valid one."""
+    by_key = tf.argsort(key, axis=-1, stable=True)
+    invalid_in_order = tf.gather(tf.cast(~valid, tf.int32), by_key, batch_dims=1)
+    by_valid = tf.argsort(invalid_in_order, axis=-1, stable=True)
+    return tf.gather(by_key, by_valid, batch_dims=1)
 
 
 # Up to this static list size, tie groups are counted pairwise (one fused O(B N^2) pass)
@@ -50,7 +59,7 @@ def tie_groups(labels: tf.Tensor, mask: tf.Tensor | None = None) -> tuple[tf.Ten
     """First sorted position and size of each item's tie group.
 
     Args:
-      labels: ``[batch_size, list_size]`` numbers, higher = better.
+      labels: ``[batch_size, list_size]`` numbers, higher = better (finite where valid).
       mask: optional 0/1 ``[batch_size, list_size]``; padded items are ranked after
         every valid item and do not count in valid items' groups.
 
@@ -59,33 +68,41 @@ def tie_groups(labels: tf.Tensor, mask: tf.Tensor | None = None) -> tuple[tf.Ten
       (valid) items with a strictly greater label, ``size[b, i]`` the number with an equal one.
       (Padded items form one group after the valid ones.)
     """
-    key, _ = _key_and_valid(labels, mask)
+    key, valid = _key_and_valid(labels, mask)
     n_static = key.shape[1]
     if n_static is not None and n_static <= PAIRWISE_MAX_LIST_SIZE:
-        return _tie_groups_pairwise(key)
-    return _tie_groups_sorted(key)
+        return _tie_groups_pairwise(key, valid)
+    return _tie_groups_sorted(key, valid)
 
 
-def _tie_groups_pairwise(key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Counts of smaller and equal keys per item in one reduction (static ``N`` <= 64)."""
+def _tie_groups_pairwise(key: tf.Tensor, valid: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Counts of smaller and equal valid keys per item in one reduction (static ``N`` <= 64)."""
     n = key.shape[1]
-    lower = key[:, None, :] < key[:, :, None]  # [B, i, j]: key_j < key_i
-    equal = key[:, None, :] == key[:, :, None]
+    vj = valid[:, None, :]
+    lower = (key[:, None, :] < key[:, :, None]) & vj  # [B, i, j]: key_j < key_i, j valid
+    equal = (key[:, None, :] == key[:, :, None]) & vj
     # lt + (n + 1) * eq in one int32 sum; both counts are <= n, so the code is invertible.
     code = tf.where(lower, 1, tf.where(equal, n + 1, 0))
     total = tf.reduce_sum(code, axis=-1)
-    return total % (n + 1), total // (n + 1)
+    n_valid = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True)
+    start = tf.where(valid, total % (n + 1), n_valid)
+    size = tf.where(valid, total // (n + 1), n - n_valid)
+    return start, size
 
 
-def _tie_groups_sorted(key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _tie_groups_sorted(key: tf.Tensor, valid: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """One stable sort, then tie groups as runs of equal keys: O(N log N) time, O(N) memory.
 
     Also under XLA (``tf.searchsorted`` lowers to an O(N^2) comparison there).
     """
-    order = tf.argsort(key, axis=-1, stable=True)  # ascending key = descending label
+    order = _valid_first_order(key, valid)
     sorted_key = tf.gather(key, order, batch_dims=1)
+    sorted_valid = tf.gather(valid, order, batch_dims=1)
     batch, n = tf.shape(key)[0], tf.shape(key)[1]
-    new_group = tf.cast(sorted_key[:, 1:] != sorted_key[:, :-1], tf.int32)
+    boundary = (sorted_key[:, 1:] != sorted_key[:, :-1]) | (
+        sorted_valid[:, 1:] != sorted_valid[:, :-1]
+    )
+    new_group = tf.cast(boundary, tf.int32)
     group = tf.cumsum(tf.concat([tf.zeros([batch, 1], tf.int32), new_group], axis=1), axis=1)
     flat = tf.reshape(group + n * tf.range(batch)[:, None], [-1])  # group id per row
     group_size = tf.reshape(
@@ -132,9 +149,9 @@ def label_row_mass(
     rs = tf.reshape(tf.cast(row_start, dtype), [-1, 1])
     re = tf.reshape(tf.cast(row_end, dtype), [-1, 1])
     overlap = tf.maximum(tf.minimum(start + size, re) - tf.maximum(start, rs), 0.0)
-    mass = overlap if binarize else overlap / size
+    mass = overlap if binarize else tf.math.divide_no_nan(overlap, size)
     if mask is not None:
-        mass = mass * tf.cast(mask, dtype)
+        mass = masking.where_valid(mass, masking.valid_mask(mask))
     return mass
 
 
@@ -155,7 +172,7 @@ def label_permutation_matrix(
     labels = tf.convert_to_tensor(labels)
     key, valid = _key_and_valid(labels, mask)
     dtype = labels.dtype if labels.dtype.is_floating else tf.float32
-    sorted_key = tf.sort(key, axis=-1)  # [B, N]: the key at each position
+    sorted_key = tf.gather(key, _valid_first_order(key, valid), batch_dims=1)  # [B, N]
     member = tf.equal(sorted_key[:, :, None], key[:, None, :]) & valid[:, None, :]  # [B, R, N]
     n_valid = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True)  # [B, 1]
     row_ok = tf.range(tf.shape(key)[1])[None, :] < n_valid  # [B, R]

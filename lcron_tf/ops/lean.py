@@ -71,7 +71,7 @@ import operator
 
 import tensorflow as tf
 
-from lcron_tf.ops import sorting, validation
+from lcron_tf.ops import masking, sorting, validation
 
 # Target number of [batch, row, item] elements per NeuralSort row chunk (float32: 4 MiB).
 CHUNK_ELEMENTS = 1 << 20
@@ -100,7 +100,7 @@ def _prepare(
         scores = tf.cast(scores, tf.float32)
     dtype = scores.dtype
     k = validation.check_k("k", k, scores.shape[1])
-    tau = validation.check_positive("tau", tau)
+    tau = validation.check_tau("tau", tau)
     col_mask = tf.convert_to_tensor(col_mask)
     validation.check_rank2("col_mask", col_mask)
     validation.check_same_shape("scores", scores, "col_mask", col_mask)
@@ -113,8 +113,9 @@ def _prepare(
         sort_mask = tf.convert_to_tensor(sort_mask)
         validation.check_rank2("sort_mask", sort_mask)
         validation.check_same_shape("scores", scores, "sort_mask", sort_mask)
-        valid = tf.cast(sort_mask, tf.bool)
-        col_w = col_w * tf.cast(valid, dtype)
+        valid = masking.valid_mask(sort_mask, "sort_mask")
+        scores = masking.where_valid(scores, valid)  # padded slots may hold -inf / NaN
+        col_w = masking.where_valid(col_w, valid)
         n_sorted = tf.reduce_sum(tf.cast(valid, dtype), axis=1, keepdims=True)
     return scores, k, tau, tf.minimum(row_limit, n_sorted), col_w, valid, n_sorted
 
@@ -500,11 +501,7 @@ def soft_sort_up_down(
     )
     dtype = scores.dtype
     work = _scan_dtype(dtype)
-    if valid is None:
-        key = scores
-    else:
-        floor = tf.stop_gradient(tf.reduce_min(scores, axis=-1, keepdims=True) - 1.0)
-        key = tf.where(valid, scores, floor)
+    key = scores if valid is None else masking.padded_last_key(scores, valid)
     order = tf.argsort(key, axis=-1, direction="DESCENDING", stable=True)
     inverse = sorting._inverse_permutation(order)
     t = tf.gather(tf.cast(_centre(key, valid), work), order, batch_dims=1)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from lcron_tf.ops import validation
+from lcron_tf.ops import masking, validation
 
 # Logit given to excluded (padded) items. Finite on purpose: -inf turns a fully
 # padded row into NaN inside softmax; -1e30 underflows exp() to exactly 0 in
@@ -32,7 +32,7 @@ MASKED_LOGIT = -1e30
 
 
 def _prepare(
-    scores: tf.Tensor, mask: tf.Tensor | None, name: str
+    scores: tf.Tensor, mask: tf.Tensor | None, name: str, sanitize: bool = True
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
     scores = tf.convert_to_tensor(scores)
     validation.check_rank2(name, scores)
@@ -42,7 +42,9 @@ def _prepare(
         mask = tf.convert_to_tensor(mask)
         validation.check_rank2("mask", mask)
         validation.check_same_shape(name, scores, "mask", mask)
-        mask = tf.cast(mask, tf.bool)
+        mask = masking.valid_mask(mask)
+        if sanitize:  # padded slots may hold anything (-inf, NaN): nothing below sees them
+            scores = masking.where_valid(scores, mask)
     return scores, mask
 
 
@@ -50,16 +52,18 @@ def abs_diff_row_sums(scores: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Te
     """``b_j = sum_l m_l * |s_j - s_l|`` for every item ``j`` (dense, O(N^2) work, no matmul).
 
     Args:
-      scores: float ``[batch_size, list_size]``.
-      mask: optional bool/0-1 ``[batch_size, list_size]``; items with 0 are left out of the sum.
+      scores: float ``[batch_size, list_size]`` (finite: the relaxed sorts replace padded
+        scores before calling this).
+      mask: optional bool/0-1 ``[batch_size, list_size]``; items with 0 are left out of the sum
+        (their own ``b`` is still computed).
 
     Returns:
       ``[batch_size, list_size]`` in the dtype of ``scores``.
     """
-    scores, mask = _prepare(scores, mask, "scores")
+    scores, mask = _prepare(scores, mask, "scores", sanitize=False)
     diff = tf.abs(scores[:, :, None] - scores[:, None, :])  # [B, N, N]
     if mask is not None:
-        diff = diff * tf.cast(mask, scores.dtype)[:, None, :]
+        diff = masking.where_valid(diff, mask[:, None, :])
     return tf.reduce_sum(diff, axis=-1)
 
 
@@ -79,7 +83,7 @@ def neural_sort_logits(
       ``[batch_size, num_rows, list_size]`` logits in the dtype of ``scores``.
     """
     scores, mask = _prepare(scores, mask, "scores")
-    tau = validation.check_positive("tau", tau)
+    tau = validation.check_tau("tau", tau)
     dtype = scores.dtype
     n_items = tf.shape(scores)[1]
     rows = n_items if num_rows is None else num_rows
@@ -98,15 +102,14 @@ def neural_sort_logits(
 
 
 def _zero_invalid(perm: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
-    """Zero padded columns and the rows ``r >= n_valid`` of a ``[B, R, N]`` matrix."""
+    """Zero padded columns and the rows ``r >= n_valid`` of a ``[B, R, N]`` matrix (tf.where)."""
     if mask is None:
         return perm
-    dtype = perm.dtype
-    m = tf.cast(mask, dtype)
-    n = tf.reduce_sum(m, axis=1, keepdims=True)  # [B, 1]
-    rows = tf.cast(tf.range(tf.shape(perm)[1]), dtype)[None, :]  # [1, R]
-    row_ok = tf.cast(rows < n, dtype)  # [B, R]
-    return perm * row_ok[:, :, None] * m[:, None, :]
+    mask = tf.cast(mask, tf.bool)
+    n = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1, keepdims=True)  # [B, 1]
+    row_ok = tf.range(tf.shape(perm)[1])[None, :] < n  # [B, R]
+    keep = row_ok[:, :, None] & mask[:, None, :]
+    return tf.where(keep, perm, tf.zeros_like(perm))
 
 
 def neural_sort(scores: tf.Tensor, tau: float, mask: tf.Tensor | None = None) -> tf.Tensor:
@@ -144,14 +147,14 @@ def soft_sort(scores: tf.Tensor, tau: float, mask: tf.Tensor | None = None) -> t
       ``[batch_size, list_size, list_size]`` in the dtype of ``scores``.
     """
     scores, mask = _prepare(scores, mask, "scores")
-    tau = validation.check_positive("tau", tau)
+    tau = validation.check_tau("tau", tau)
     dtype = scores.dtype
     if mask is None:
         sorted_scores = tf.sort(scores, axis=-1, direction="DESCENDING")
     else:
-        # Padded items go last: give them a value below every valid score.
-        floor = tf.stop_gradient(tf.reduce_min(scores, axis=-1, keepdims=True) - 1.0)
-        sorted_scores = tf.sort(tf.where(mask, scores, floor), axis=-1, direction="DESCENDING")
+        # Padded items go last (their rows are zeroed below).
+        key = masking.padded_last_key(scores, mask)
+        sorted_scores = tf.sort(key, axis=-1, direction="DESCENDING")
     logits = -tf.abs(sorted_scores[:, :, None] - scores[:, None, :]) / tau  # [B, N, N]
     if mask is not None:
         logits = tf.where(mask[:, None, :], logits, tf.constant(MASKED_LOGIT, dtype))
@@ -243,7 +246,7 @@ def abs_diff_row_sums_sorted(scores: tf.Tensor, mask: tf.Tensor | None = None) -
     Returns:
       ``[batch_size, list_size]`` in the dtype of ``scores``.
     """
-    scores, mask = _prepare(scores, mask, "scores")
+    scores, mask = _prepare(scores, mask, "scores", sanitize=False)
     weights = tf.ones_like(scores) if mask is None else tf.cast(mask, scores.dtype)
     return _abs_diff_sorted(scores, weights)
 

@@ -13,8 +13,15 @@ import numpy as np
 import tensorflow as tf
 
 SORT_CHOICES = ("neural", "soft")
-MODE_CHOICES = ("reference", "masked")
+MODE_CHOICES = ("masked", "reference")
+#: The one default of every ``mode=`` argument (losses, layers, ops). ``"masked"`` is the
+#: mode whose promise users rely on (padded slots are fully excluded, whatever they hold);
+#: ``"reference"`` reproduces the official code, quirks included, and is opt-in for parity.
+DEFAULT_MODE = "masked"
 IMPL_CHOICES = ("auto", "dense", "lean")
+#: Smallest accepted relaxed-sort temperature. Below it ``scores / tau`` overflows float32
+#: for ordinary scores (|s| N ~ 1e8 gives 1e8 / 1e-30 > 3.4e38) and the loss becomes NaN.
+MIN_TAU = 1e-20
 
 
 def float_dtype(x: tf.Tensor) -> tf.DType:
@@ -52,6 +59,17 @@ def check_positive(name: str, value: float) -> float:
     return v
 
 
+def check_tau(name: str, tau: float) -> float:
+    """Return ``float(tau)``; raise ``ValueError`` unless ``MIN_TAU <= tau < inf``."""
+    v = check_positive(name, tau)
+    if v < MIN_TAU:
+        raise ValueError(
+            f"`{name}` must be >= {MIN_TAU:g}: smaller temperatures overflow float32 "
+            f"(scores / {name} becomes inf and the loss NaN). Received: {name}={tau!r}"
+        )
+    return v
+
+
 def check_k(name: str, k: int, list_size: int | None) -> int:
     """Return ``int(k)``; raise ``ValueError`` unless ``1 <= k <= list_size``."""
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
@@ -78,11 +96,16 @@ def per_stage_ks(stage_k: int | Sequence[int], num_stages: int, list_size: int |
     """Expand ``stage_k`` (an int or one int per stage) to a checked list of ``num_stages`` ints."""
     if isinstance(stage_k, int | np.integer) and not isinstance(stage_k, bool):
         ks = [int(stage_k)] * num_stages
-    else:
+    elif isinstance(stage_k, Sequence | np.ndarray) and not isinstance(stage_k, str):
         ks = list(stage_k)
         if len(ks) != num_stages:
             raise ValueError(
                 f"`stage_k` must be an int or a sequence with one int per stage "
                 f"({num_stages} stages). Received: stage_k={stage_k!r}"
             )
+    else:
+        raise ValueError(
+            "`stage_k` must be an int >= 1 or a sequence with one int per stage. "
+            f"Received: stage_k={stage_k!r}"
+        )
     return [check_k(f"stage_k[{i}]", k, list_size) for i, k in enumerate(ks)]

@@ -1,7 +1,7 @@
 """A small client for TensorFlow Serving's gRPC ``PredictionService`` and REST predict API.
 
 Works against a real ``tensorflow_model_server`` (``tensorflow/serving`` Docker image) and
-against the test stand-in :mod:`lcron_tf.serving.standin`::
+against the test stand-in :mod:`lcron_tf.testing.serving_standin`::
 
     from lcron_tf.serving import Client
 

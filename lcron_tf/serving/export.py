@@ -3,10 +3,12 @@
 :func:`export` wraps the model in a :class:`CascadeServingModule` (a ``tf.Module`` that
 tracks only the model's variables, so no Keras auto-traced signature with label inputs is
 saved), writes it to a temporary directory next to the destination, optionally reloads it
-and checks its outputs, and then publishes it with one ``os.rename``: TF Serving (which only
-looks at integer directory names) never sees a partial version.
+and checks its outputs, and then publishes it with one ``os.rename``
+(:func:`lcron_tf.serving.versioned.write_version`): TF Serving (which only looks at integer
+directory names) never sees a partial version.
 
-Signatures (all ``tensorflow/serving/predict``; ``B`` = batch size, dynamic; ``N`` = candidates
+Signatures (all ``tensorflow/serving/predict``; ``B`` = batch size, dynamic up to
+``max_batch_size`` (default 1024); ``N`` = candidates
 per request, dynamic in ``[1, max_list_size]`` by default or fixed to ``schema.list_size``;
 ``U``, ``H``, ``F`` from the schema; ``K`` = the last quota; ``S`` = number of stages):
 
@@ -36,8 +38,9 @@ per request, dynamic in ``[1, max_list_size]`` by default or fixed to ``schema.l
   embedded by the retrieval item tower (``k`` is frozen at export).
 
 Every signature validates its inputs in the graph (``tf.debugging.Assert``): wrong rank or
-sizes, inconsistent batch/list sizes, ``N`` beyond the exported maximum and out-of-vocabulary
-ids fail with ``INVALID_ARGUMENT`` and a message naming the input, instead of a crash deep
+sizes, inconsistent batch/list sizes, ``B`` or ``N`` beyond the exported maximum, a ``mask``
+other than 0/1 and out-of-vocabulary ids fail with ``INVALID_ARGUMENT`` and a message naming
+the input (and the export option for a limit), instead of a crash deep
 inside the model. Serving functions are never ``jit_compile``'d (an ``_XlaMustCompile``
 attribute breaks TF Serving's GPU build), and only stock TF ops are used.
 """
@@ -47,9 +50,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,9 +58,11 @@ import numpy as np
 
 from lcron_tf._keras import tf
 from lcron_tf.schema import CascadeSchema
+from lcron_tf.serving import versioned
 
 __all__ = [
     "DEFAULT_BASE_DIR",
+    "DEFAULT_MAX_BATCH_SIZE",
     "SERVING_KEYS",
     "CascadeServingModule",
     "ServableCascade",
@@ -74,6 +76,8 @@ __all__ = [
 ]
 
 DEFAULT_BASE_DIR = "saved_models"
+DEFAULT_MAX_BATCH_SIZE = 1024
+"""Default cap on the requests of one call (see :func:`export`, ``max_batch_size``)."""
 SERVING_KEYS = ("user_id", "user_features", "history", "item_id", "item_features", "mask")
 USER_KEYS = ("user_id", "user_features", "history")
 METADATA_FILE = "lcron_serving.json"
@@ -86,10 +90,15 @@ class ServableCascade(Protocol):
     ``model(batch, training=False)`` -> float ``[B, S, N]`` stage scores, first stage first;
     ``quotas``: one serving quota per stage. Discovered when present: the schema
     (``model.schema`` or a stage's ``.schema``), the stages (``stage_models`` or ``stages``:
-    Keras models ``batch -> [B, N]``) and their names (``stage_names`` or each stage's
-    ``name``), and the retrieval tower: the first of the model and its stages that has
-    ``query_embedding(batch) -> [B, D]`` and ``candidate_embedding(item_id, item_features)
-    -> [..., D]`` (``CascadeModel.default``'s ``DssmRetrieval`` stage).
+    Keras models ``stage(batch, training=False) -> [B, N]``) and their names
+    (``stage_names`` or each stage's ``name``), and the retrieval tower: the first of the
+    model and its stages that has ``query_embedding(batch, training=False) -> [B, D]`` and
+    ``candidate_embedding(item_id, item_features, training=False) -> [..., D]``
+    (``CascadeModel.default``'s ``DssmRetrieval`` stage). Every one is called with the
+    keyword ``training=False``.
+
+    For any other ``tfrs.Model`` (string features, your own towers), use
+    :func:`lcron_tf.serving.tfrs_export.export_tfrs` instead.
     """
 
     quotas: Sequence[int]
@@ -257,18 +266,21 @@ def validate_inputs(
     *,
     max_list_size: int,
     fixed_list_size: bool,
+    max_batch_size: int | None = None,
 ) -> dict[str, tf.Tensor]:
     """In-graph validation of serving inputs; returns them with static shapes restored.
 
     Checks (each with a message naming the input): exact rank and trailing sizes, a shared
-    batch size ``B = len(user_id)``, a shared list size ``N = item_id.shape[1]`` with
-    ``1 <= N <= max_list_size`` (``N == max_list_size`` when fixed), ids within their
-    vocabularies and ``mask`` within ``[0, 1]``.
+    batch size ``B = len(user_id)`` with ``B <= max_batch_size`` (no cap when None), a shared
+    list size ``N = item_id.shape[1]`` with ``1 <= N <= max_list_size`` (``N ==
+    max_list_size`` when fixed), ids within their vocabularies and ``mask`` in ``{0, 1}``.
     """
     u, h, f = schema.num_user_features, schema.history_length, schema.num_item_features
     present = [k for k in SERVING_KEYS if k in inputs]
     b = tf.shape(inputs["user_id"], out_type=tf.int64)[0]
     checks = [_shape_check("user_id", inputs["user_id"], [b], "[B]")]
+    if max_batch_size is not None:
+        checks.append(batch_size_check(inputs["user_id"], max_batch_size))
     with tf.control_dependencies(checks):
         b = tf.identity(b)
     dims: dict[str, tuple[list[Any], str]] = {
@@ -290,7 +302,7 @@ def validate_inputs(
                 [
                     f"serving input `item_id` must have shape [B, N] with N {limit} "
                     f"{max_list_size} candidates (the list size this model was exported "
-                    "with); got shape",
+                    "with: export option max_list_size); got shape",
                     item_shape,
                 ],
                 summarize=8,
@@ -334,9 +346,11 @@ def validate_inputs(
             mask = inputs["mask"]
             value_checks.append(
                 tf.debugging.Assert(
-                    tf.logical_and(tf.reduce_all(mask >= 0), tf.reduce_all(mask <= 1)),
-                    ["serving input `mask` must be 0 (padded) or 1 (real candidate)"],
-                    name="check_mask_range",
+                    # Exactly the schema's rule (lcron_tf.schema.validate_arrays): {0, 1}.
+                    tf.reduce_all(tf.logical_or(tf.equal(mask, 0), tf.equal(mask, 1))),
+                    ["serving input `mask` must be 0 (padded) or 1 (real candidate); got "
+                     "min/max:", tf.reduce_min(mask), tf.reduce_max(mask)],
+                    name="check_mask_values",
                 )
             )
     static_n = max_list_size if fixed_list_size else None
@@ -353,6 +367,22 @@ def validate_inputs(
         for key in present:
             out[key] = tf.ensure_shape(tf.identity(inputs[key]), static[key])
     return out
+
+
+def batch_size_check(x: tf.Tensor, max_batch_size: int, name: str = "user_id") -> tf.Operation:
+    """Runtime check ``x.shape[0] <= max_batch_size``: ``INVALID_ARGUMENT`` naming the option.
+
+    One call's memory grows with its batch, so a signature refuses more requests than it was
+    exported for (see ``max_batch_size`` of :func:`export`).
+    """
+    b = tf.shape(x, out_type=tf.int64)[0]
+    return tf.debugging.Assert(
+        b <= max_batch_size,
+        [f"serving input `{name}` carries more requests than the export option "
+         f"max_batch_size={max_batch_size} allows (split the call, or export with a larger "
+         "max_batch_size); got batch size", b],
+        name="check_max_batch_size",
+    )
 
 
 # ------------------------------------------------------------------------------ module
@@ -376,6 +406,7 @@ class CascadeServingModule(tf.Module):
       quotas: defaults to ``model.quotas``.
       max_list_size: the largest N a request may carry (default ``schema.list_size``).
       dynamic_list_size: N dynamic in ``[1, max_list_size]`` (True) or fixed (False).
+      max_batch_size: the most requests (B) one call may carry; None = no cap.
       candidates: optional corpus ``{"item_id": int64 [M], "item_features": int64 [M, F]}``
         for the ``retrieve`` signature (needs ``model.candidate_embedding``).
       retrieval_k: ``k`` of the ``retrieve`` signature (capped at M).
@@ -391,6 +422,7 @@ class CascadeServingModule(tf.Module):
         dynamic_list_size: bool = True,
         candidates: Mapping[str, Any] | None = None,
         retrieval_k: int = 100,
+        max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
     ) -> None:
         super().__init__(name="lcron_serving")
         schema = schema if schema is not None else model_schema(model)
@@ -409,6 +441,12 @@ class CascadeServingModule(tf.Module):
         if self.max_list_size < 1:
             raise ValueError(f"`max_list_size` must be >= 1. Received: {max_list_size}")
         self.dynamic_list_size = bool(dynamic_list_size)
+        if max_batch_size is not None and (isinstance(max_batch_size, bool)
+                                           or not isinstance(max_batch_size, int | np.integer)
+                                           or max_batch_size < 1):
+            raise ValueError(f"`max_batch_size` must be an int >= 1 or None. "
+                             f"Received: {max_batch_size!r}")
+        self.max_batch_size = None if max_batch_size is None else int(max_batch_size)
         self.model_variables = list(getattr(model, "variables", []))
         stages, names = model_stages(model)
         self.stage_names = names
@@ -491,6 +529,7 @@ class CascadeServingModule(tf.Module):
             self._schema.obj,
             max_list_size=self.max_list_size,
             fixed_list_size=not self.dynamic_list_size,
+            max_batch_size=self.max_batch_size,
         )
 
     def _serve(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -542,6 +581,7 @@ class CascadeServingModule(tf.Module):
             "quotas": list(self._quotas),
             "stage_names": self.stage_names,
             "max_list_size": self.max_list_size,
+            "max_batch_size": self.max_batch_size,
             "dynamic_list_size": self.dynamic_list_size,
             "retrieval_k": self.retrieval_k,
             "signatures": sorted(self._signatures),
@@ -611,13 +651,6 @@ def sample_request(
 # ------------------------------------------------------------------------------ export
 
 
-def _next_version(model_dir: Path) -> int:
-    versions = [int(d.name) for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit()] if (
-        model_dir.is_dir()
-    ) else []
-    return max(versions, default=0) + 1
-
-
 def _has_xla_attr(path: Path) -> bool:
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -674,6 +707,7 @@ def export(
     retrieval_k: int = 100,
     dynamic_list_size: bool = True,
     max_list_size: int | None = None,
+    max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
     overwrite: bool = False,
     verify: bool = True,
     warmup: bool = True,
@@ -692,8 +726,17 @@ def export(
       retrieval_k: ``k`` of ``retrieve`` (frozen in the SavedModel).
       dynamic_list_size: requests may carry any ``N`` in ``[1, max_list_size]`` (True) or
         exactly ``max_list_size`` (False, for models whose math needs a fixed N).
-      max_list_size: default ``schema.list_size``.
-      overwrite: replace an existing ``<version>`` (otherwise ``FileExistsError``).
+      max_list_size: the largest ``N`` a request may carry; default ``schema.list_size``.
+      max_batch_size: the most requests one call of any signature may carry (checked in the
+        graph: ``INVALID_ARGUMENT`` naming ``max_batch_size``); ``None`` = no cap. The
+        default, 1024, bounds one call's memory (it grows linearly with ``B * N``: an audit
+        measured +3.1 GiB for one unbounded call of 100,000 requests; scaled linearly, not
+        measured, about 33 MiB at the cap) while leaving room for TF Serving's server-side
+        batching up to 1024; raise it to at least the ``max_batch_size`` of a batching
+        parameters file (docs/serving.md).
+      overwrite: replace an existing ``<version>`` (otherwise ``FileExistsError``); the swap
+        never leaves a moment without a complete ``<version>`` directory
+        (:func:`lcron_tf.serving.versioned.write_version`).
       verify: reload the temporary export and compare every signature with the in-memory
         model on a sample request, and reject XLA-compiled functions, before publishing.
       warmup: write ``assets.extra/tf_serving_warmup_requests`` (one sample Predict).
@@ -704,6 +747,7 @@ def export(
     Raises:
       FileExistsError: the version exists and ``overwrite`` is False.
       RuntimeError: the verification failed (nothing is published).
+      ValueError: ``model_name`` is not one plain path component.
     """
     module = CascadeServingModule(
         model,
@@ -712,26 +756,14 @@ def export(
         retrieval_k=retrieval_k,
         dynamic_list_size=dynamic_list_size,
         max_list_size=max_list_size,
+        max_batch_size=max_batch_size,
     )
     schema = module._schema.obj
     name = model_name or _sanitize(getattr(model, "name", "") or schema.name)
-    if version is not None and (not isinstance(version, int | np.integer) or version < 0):
-        raise ValueError(f"`version` must be an int >= 0. Received: {version!r}")
-    model_dir = Path(base_dir) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = int(version) if version is not None else _next_version(model_dir)
-    final = model_dir / str(version)
-    if final.exists() and not overwrite:
-        raise FileExistsError(
-            f"{final} already exists; pass overwrite=True or another version "
-            f"(next free: {_next_version(model_dir)})"
-        )
-    # TF Serving only loads integer directories, so the temporary name is invisible to it.
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
-    # mkdtemp creates 0700; a TF Serving container usually runs as another user.
-    tmp.chmod(0o755)
-    try:
-        request = sample_request(schema, 2, list_size=module.max_list_size)
+    model_dir = versioned.model_dir(base_dir, name)
+    request = sample_request(schema, 2, list_size=module.max_list_size)
+
+    def write(tmp: Path) -> None:
         tf.saved_model.save(
             module,
             str(tmp),
@@ -750,14 +782,6 @@ def export(
                     "TF Serving's GPU build cannot load it"
                 )
             _verify(module, tmp, request)
-        if final.exists():  # overwrite=True: swap, then delete the old version.
-            old = model_dir / f".old-{version}-{uuid.uuid4().hex[:8]}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+
+    # TF Serving only loads integer directories, so the temporary one is invisible to it.
+    return versioned.write_version(model_dir, write, version, overwrite=overwrite)

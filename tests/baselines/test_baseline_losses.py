@@ -256,15 +256,18 @@ def test_arf_v2_relax_equals_lcron_single_at_m_equal_gt_num():
         single = StageTopKLoss(gt_num=10, stage_k=10, tau=50.0, mode="masked").per_request(
             [tf.constant(x)], tf.constant(labels), tf.constant(mask)
         )
-        np.testing.assert_allclose(terms["relax"][s].numpy(), single.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(terms.parts[f"relax/{s}"].numpy(), single.numpy(), rtol=1e-5)
 
 
 def test_arf_total_is_relax_plus_weighted_global():
     stages, labels, mask = reference_example(2)
     arf = bl.ArfLoss()
     t = arf.terms([tf.constant(x) for x in stages], tf.constant(labels), tf.constant(mask))
-    expected = tf.add_n(t["relax"]) + 0.5 * tf.add_n(t["global"])  # sigma = 1
-    np.testing.assert_allclose(t["per_request"].numpy(), expected.numpy(), rtol=1e-6)
+    relax = [t.parts[f"relax/{s}"] for s in range(2)]
+    glob = [t.parts[f"global/{s}"] for s in range(2)]
+    expected = tf.add_n(relax) + 0.5 * tf.add_n(glob)  # sigma = 1
+    np.testing.assert_allclose(t.per_request.numpy(), expected.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(t.parts["sigma/1"].numpy(), [1.0, 1.0])
     assert len(arf.weighting.trainable_variables) == 1
     assert not bl.ArfLoss(learn_weights=False).weighting.trainable
 
@@ -338,7 +341,7 @@ def test_registry_and_validation_errors():
     with pytest.raises(ValueError, match="Unknown loss"):
         registry.get("nope")
     logits, labels, mask = toy_batch(2)
-    with pytest.raises(ValueError, match="at least 2 stages"):
+    with pytest.raises(ValueError, match="at least 2 stage"):
         per_request(make_loss("icc", 2), logits[:1], labels, mask)
     with pytest.raises(ValueError, match="one entry per stage"):
         per_request(make_loss("rankflow", 3), logits, labels, mask)

@@ -112,7 +112,7 @@ def test_python_m_entry_point_help():
 
 def test_predict_against_a_serving_endpoint(run, capsys):
     """`predict --target` queries TF Serving; here the in-process stand-in (not TF Serving)."""
-    from lcron_tf.serving.standin import ServingStandIn
+    from lcron_tf.testing.serving_standin import ServingStandIn
 
     run_dir, export_dir, _ = run
     assert main(["export", "--run-dir", str(run_dir), "--version", "7", "--overwrite"]) == 0

@@ -128,7 +128,7 @@ def test_import_fails_clearly_when_keras3_was_bound_first():
         "import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
         "import tensorflow as tf\n"
         "tf.keras.layers.Dense  # binds tf.keras to Keras 3\n"
-        "import lcron_tf\n"
+        "import lcron_tf.losses\n"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"}
     proc = subprocess.run(

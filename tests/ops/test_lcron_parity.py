@@ -14,6 +14,7 @@ torch_oracle = pytest.importorskip("torch_oracle", reason="needs torch (pip inst
 
 
 def _grads(stage_logits, labels, mask, **kw):
+    kw.setdefault("mode", "reference")  # parity is with the official code (the default is masked)
     xs = [tf.constant(x) for x in stage_logits]
     with tf.GradientTape() as tape:
         tape.watch(xs)
@@ -24,7 +25,7 @@ def _grads(stage_logits, labels, mask, **kw):
 @pytest.mark.parametrize("num_stages,expected", [(2, TWO_STAGE), (3, THREE_STAGE)])
 def test_reference_example_values(num_stages, expected):
     logits, labels, mask = reference_example(num_stages)
-    t = lcron_loss_terms(logits, labels, mask, gt_num=10, stage_k=10, tau=50.0)
+    t = lcron_loss_terms(logits, labels, mask, gt_num=10, stage_k=10, tau=50.0, mode="reference")
     np.testing.assert_allclose(float(t["total"]), expected["total"], atol=1e-5)
     np.testing.assert_allclose(float(t["e2e"]), expected["e2e"], atol=1e-5)
     np.testing.assert_allclose([float(v) for v in t["single"]], expected["single"], atol=1e-5)
@@ -34,7 +35,7 @@ def test_reference_example_per_request_parts():
     # lcron_method.md §10: per-sample up = [0.570523, 0.840487], down = [0.029665, 1.416988];
     # up + down is the per-request L_e2e.
     logits, labels, mask = reference_example(2)
-    t = lcron_loss_terms(logits, labels, mask)
+    t = lcron_loss_terms(logits, labels, mask, mode="reference")
     np.testing.assert_allclose(
         t["e2e_per_request"].numpy(), [0.570523 + 0.029665, 0.840487 + 1.416988], atol=1e-5
     )
@@ -63,7 +64,7 @@ def test_reference_operator_slices():
 def test_binarised_label_matrix_changes_two_stage_single():
     # lcron_method.md §9.1: L_single(DIN) is 0.5119 soft, 2.1310 binarised.
     logits, labels, mask = reference_example(2)
-    t = lcron_loss_terms(logits, labels, mask, label_matrix="binary")
+    t = lcron_loss_terms(logits, labels, mask, label_matrix="binary", mode="reference")
     np.testing.assert_allclose(float(t["single"][1]), 2.1310, atol=1e-4)
 
 

@@ -1,6 +1,6 @@
 """Client round trips over gRPC and REST, against the TF-Serving *stand-in* on 127.0.0.1.
 
-``lcron_tf.serving.standin`` is a test double for TF Serving (no ``tensorflow_model_server``
+``lcron_tf.testing.serving_standin`` is a test double for TF Serving (no ``tensorflow_model_server``
 can be installed on the dev machines). When ``tensorflow_model_server`` is on PATH, the
 last test runs the same client round trip against the real server.
 """
@@ -28,7 +28,7 @@ from lcron_tf.serving import (
     ServingTimeoutError,
     ServingUnavailableError,
 )
-from lcron_tf.serving.standin import ServingStandIn
+from lcron_tf.testing.serving_standin import ServingStandIn
 
 
 def _free_port() -> int:

@@ -1,6 +1,7 @@
 """An in-process **stand-in** for TensorFlow Serving, for tests and local demos only.
 
-This is *not* TF Serving. No ``tensorflow_model_server`` binary can be installed on the
+This is *not* TF Serving, and it is not part of lcron_tf's serving path (it lives in
+:mod:`lcron_tf.testing`). No ``tensorflow_model_server`` binary can be installed on the
 development machines (it is not on PyPI or Debian, and Docker has no engine there), so
 this module imitates the parts of its public API that :class:`lcron_tf.serving.Client`
 uses, on top of ``tf.saved_model.load``:
@@ -21,9 +22,18 @@ uses, on top of ``tf.saved_model.load``:
 What it does **not** reproduce: the C++ runtime, batching, model hot-reload policies,
 ``:classify``/``:regress``, ``_bytes``/b64 tensors, or TF Serving's exact error texts.
 
+Limits (so a test or a stray client cannot exhaust the machine): a request body larger than
+``max_body_bytes`` is refused from its ``Content-Length`` before any of it is read (HTTP 413;
+gRPC messages are capped at the same size); a client that sends less than it announced, or
+nothing, is cut off after ``read_timeout`` seconds (HTTP 408); at most ``max_threads`` REST
+connections are handled at once (more get an immediate HTTP 503) and at most
+``max_concurrent_rpcs`` gRPC calls (more get ``RESOURCE_EXHAUSTED``). Malformed requests
+(missing, negative or non-numeric ``Content-Length``, chunked bodies, non-JSON, JSON nested
+deeper than 64 levels) get HTTP 4xx, never 500; 500 is kept for the stand-in's own bugs.
+
 Run it from the command line (the same ports as the Docker image)::
 
-    python -m lcron_tf.serving.standin --model_base_path saved_models/lcron \\
+    python -m lcron_tf.testing.serving_standin --model_base_path saved_models/lcron \\
         --model_name lcron --port 8500 --rest_api_port 8501
 """
 
@@ -33,10 +43,11 @@ import argparse
 import json
 import os
 import re
+import socket
 import threading
 from collections.abc import Mapping
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import grpc
@@ -54,24 +65,47 @@ from lcron_tf._keras import tf
 __all__ = ["ModelRepository", "ServingStandIn", "ServingStandInError", "main"]
 
 
+DEFAULT_MAX_BODY_BYTES = 32 << 20
+DEFAULT_READ_TIMEOUT = 10.0
+DEFAULT_MAX_THREADS = 8
+MAX_JSON_DEPTH = 64
+
+
 class ServingStandInError(Exception):
     """An error with a gRPC status code (``grpc.StatusCode``) and its HTTP equivalent."""
 
     HTTP = {
         grpc.StatusCode.NOT_FOUND: 404,
         grpc.StatusCode.INVALID_ARGUMENT: 400,
+        grpc.StatusCode.OUT_OF_RANGE: 400,
         grpc.StatusCode.FAILED_PRECONDITION: 400,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+        grpc.StatusCode.UNIMPLEMENTED: 501,
         grpc.StatusCode.UNAVAILABLE: 503,
+        grpc.StatusCode.DEADLINE_EXCEEDED: 504,
     }
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, *, http_status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self) -> int:
+        if self._http_status is not None:
+            return self._http_status
         return self.HTTP.get(self.code, 500)
+
+
+def _status_of(err: tf.errors.OpError) -> grpc.StatusCode:
+    """The gRPC status of a TF error (TF's error codes are gRPC's)."""
+    for code in grpc.StatusCode:
+        if code.value[0] == err.error_code:
+            return code
+    return grpc.StatusCode.INTERNAL
 
 
 class _Servable:
@@ -98,7 +132,7 @@ class _Servable:
         """Run ``signature``. gRPC tensors must match the signature's dtypes exactly (as in
         TF Serving); JSON numbers (``convert_dtypes=True``) are converted to them."""
         sig_name = signature or "serving_default"
-        if sig_name not in self.loaded.signatures:
+        if not isinstance(sig_name, str) or sig_name not in self.loaded.signatures:
             raise ServingStandInError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f'Serving signature key "{sig_name}" not found. Available: '
@@ -131,9 +165,10 @@ class _Servable:
             feeds[name] = tf.constant(arr, dtype=spec.dtype)
         try:
             outputs = fn(**feeds)
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as err:
-            message = getattr(err, "message", None) or str(err)
-            raise ServingStandInError(grpc.StatusCode.INVALID_ARGUMENT, message) from err
+        except (ValueError, TypeError) as err:
+            raise ServingStandInError(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from err
+        except tf.errors.OpError as err:
+            raise ServingStandInError(_status_of(err), err.message) from err
         return {k: v.numpy() for k, v in outputs.items()}
 
 
@@ -200,7 +235,15 @@ class _PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer)
     def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
         try:
             servable = self._servable(request.model_spec)
-            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            inputs = {}
+            for k, v in request.inputs.items():
+                try:
+                    inputs[k] = tf.make_ndarray(v)
+                except Exception as err:  # noqa: BLE001 - any malformed TensorProto
+                    raise ServingStandInError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"input {k!r} is not a valid tensor: {err}",
+                    ) from err
             outputs = servable.predict(request.model_spec.signature_name, inputs)
             if request.output_filter:
                 unknown = sorted(set(request.output_filter) - set(outputs))
@@ -211,6 +254,8 @@ class _PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer)
                 outputs = {k: outputs[k] for k in request.output_filter}
         except ServingStandInError as err:
             context.abort(err.code, err.message)
+        except Exception as err:  # noqa: BLE001 - a stand-in bug: INTERNAL, keep serving
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
@@ -249,6 +294,10 @@ _PATH = re.compile(
 
 def _rest_predict(servable: _Servable, body: Mapping[str, Any]) -> dict[str, Any]:
     signature = body.get("signature_name", "serving_default")
+    if not isinstance(signature, str):
+        raise ServingStandInError(
+            grpc.StatusCode.INVALID_ARGUMENT, '"signature_name" must be a string'
+        )
     if ("instances" in body) == ("inputs" in body):
         raise ServingStandInError(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -312,14 +361,55 @@ def _to_array(name: str, value: Any) -> np.ndarray:
     if arr.dtype == object:
         raise ServingStandInError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"input {name!r} is ragged; every list must have the same length",
+            f"input {name!r} is ragged or not numeric; every list must have the same length "
+            "and hold numbers",
         )
     return arr
 
 
-def _make_handler(repo: ModelRepository) -> type[BaseHTTPRequestHandler]:
+def _json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` (parsed JSON) nests at most ``limit`` lists/objects deep."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return True
+
+
+def _content_length(headers: Any, limit: int) -> int:
+    """The request body size from the headers; ``ServingStandInError`` (4xx) when bad."""
+    bad = grpc.StatusCode.INVALID_ARGUMENT
+    if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+        raise ServingStandInError(bad, "chunked request bodies are not supported; send "
+                                  "Content-Length", http_status=411)
+    values = headers.get_all("Content-Length") or []
+    if not values:
+        raise ServingStandInError(bad, "a POST needs a Content-Length header", http_status=411)
+    if len(set(values)) != 1 or not values[0].strip().isdigit():
+        raise ServingStandInError(
+            bad, f"Content-Length must be one non-negative integer; got {values!r}"
+        )
+    length = int(values[0].strip())
+    if length > limit:
+        raise ServingStandInError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"request body of {length} bytes exceeds the stand-in's limit of {limit} bytes "
+            "(max_body_bytes)",
+            http_status=413,
+        )
+    return length
+
+
+def _make_handler(
+    repo: ModelRepository, max_body_bytes: int, read_timeout: float
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = read_timeout  # every socket read (request line, headers, body, keep-alive)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
             pass
@@ -329,8 +419,45 @@ def _make_handler(repo: ModelRepository) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if self.close_connection or status >= 400:
+                # After an error the rest of the body may be unread: never parse it as a
+                # next request.
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(data)
+
+        def _body(self) -> dict[str, Any]:
+            length = _content_length(self.headers, max_body_bytes)
+            try:
+                raw = self.rfile.read(length)
+            except TimeoutError:
+                raise ServingStandInError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"timed out after {read_timeout} s reading a request body of {length} bytes",
+                    http_status=408,
+                ) from None
+            if len(raw) != length:
+                raise ServingStandInError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the body ended after {len(raw)} of the {length} bytes of Content-Length",
+                )
+            try:
+                body = json.loads(raw or b"{}")
+            except (ValueError, RecursionError) as err:  # incl. UnicodeDecodeError
+                raise ServingStandInError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"JSON parse error: {err}"
+                ) from None
+            if not _json_depth_ok(body):
+                raise ServingStandInError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                )
+            if not isinstance(body, dict):
+                raise ServingStandInError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "the body must be a JSON object"
+                )
+            return body
 
         def _route(self, method: str) -> None:
             try:
@@ -342,17 +469,7 @@ def _make_handler(repo: ModelRepository) -> type[BaseHTTPRequestHandler]:
                 name, suffix = match["name"], match["suffix"]
                 version = None if match["version"] is None else int(match["version"])
                 if method == "POST" and suffix == ":predict":
-                    length = int(self.headers.get("Content-Length", 0))
-                    try:
-                        body = json.loads(self.rfile.read(length) or b"{}")
-                    except ValueError as err:
-                        raise ServingStandInError(
-                            grpc.StatusCode.INVALID_ARGUMENT, f"JSON parse error: {err}"
-                        ) from err
-                    if not isinstance(body, dict):
-                        raise ServingStandInError(
-                            grpc.StatusCode.INVALID_ARGUMENT, "the body must be a JSON object"
-                        )
+                    body = self._body()
                     self._send(200, _rest_predict(repo.get(name, version), body))
                 elif method == "GET" and suffix == "/metadata":
                     servable = repo.get(name, version)
@@ -394,7 +511,9 @@ def _make_handler(repo: ModelRepository) -> type[BaseHTTPRequestHandler]:
                     )
             except ServingStandInError as err:
                 self._send(err.http_status, {"error": err.message})
-            except Exception as err:  # noqa: BLE001 - report, never kill the server thread
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client left
+            except Exception as err:  # noqa: BLE001 - a stand-in bug: report, keep serving
                 self._send(500, {"error": f"{type(err).__name__}: {err}"})
 
         def do_GET(self) -> None:  # noqa: N802 - http.server method name
@@ -406,6 +525,46 @@ def _make_handler(repo: ModelRepository) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _BoundedHTTPServer(HTTPServer):
+    """``HTTPServer`` with one thread per connection, at most ``max_threads`` at once.
+
+    A connection beyond the cap gets an immediate ``503`` (the client retries) instead of a
+    new thread or an unbounded queue.
+    """
+
+    _BUSY = json.dumps({"error": "the stand-in is busy (max_threads connections)"}).encode()
+
+    def __init__(self, address: tuple[str, int], handler: type, max_threads: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_threads)
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + str(len(self._BUSY)).encode()
+                    + b"\r\nConnection: close\r\n\r\n" + self._BUSY
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        threading.Thread(
+            target=self._handle, args=(request, client_address), daemon=True
+        ).start()
+
+    def _handle(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - a dropped connection must not print a traceback
+            pass
+        finally:
+            self.shutdown_request(request)
+            self._slots.release()
+
+
 class ServingStandIn:
     """gRPC + REST TF-Serving **stand-in** on 127.0.0.1 (test double, not TF Serving).
 
@@ -414,6 +573,14 @@ class ServingStandIn:
       grpc_port: gRPC port (0 = pick a free one).
       rest_port: REST port (0 = pick a free one; None = no REST server).
       host: bind address; loopback by default.
+      max_workers: gRPC worker threads.
+      max_body_bytes: largest REST body (refused from its ``Content-Length``, before
+        reading) and largest gRPC message.
+      read_timeout: seconds a REST connection may take for any read (headers, body, idle
+        keep-alive) before it is answered 408 / closed.
+      max_threads: REST connections handled at once (more get 503).
+      max_concurrent_rpcs: gRPC calls in progress at once (more get ``RESOURCE_EXHAUSTED``;
+        default ``4 * max_workers``).
 
     Use as a context manager; ``grpc_target`` (``"127.0.0.1:<port>"``) and ``rest_url``
     (``"http://127.0.0.1:<port>"``) are set once started.
@@ -427,26 +594,48 @@ class ServingStandIn:
         rest_port: int | None = 0,
         host: str = "127.0.0.1",
         max_workers: int = 4,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        max_threads: int = DEFAULT_MAX_THREADS,
+        max_concurrent_rpcs: int | None = None,
     ) -> None:
+        for label, value in (("max_workers", max_workers), ("max_body_bytes", max_body_bytes),
+                             ("max_threads", max_threads)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{label}` must be an int >= 1. Received: {value!r}")
+        if not read_timeout > 0:
+            raise ValueError(f"`read_timeout` must be > 0. Received: {read_timeout!r}")
         self.repo = ModelRepository(models)
         self.host = host
         self._grpc_port = grpc_port
         self._rest_port = rest_port
         self._max_workers = max_workers
+        self.max_body_bytes = max_body_bytes
+        self.read_timeout = float(read_timeout)
+        self.max_threads = max_threads
+        self.max_concurrent_rpcs = max_concurrent_rpcs or 4 * max_workers
         self._grpc_server: Any = None
-        self._http: ThreadingHTTPServer | None = None
+        self._http: _BoundedHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
         self.grpc_target: str | None = None
         self.rest_url: str | None = None
 
     def start(self) -> ServingStandIn:
-        """Bind and start both servers (returns immediately)."""
+        """Load the latest version of every model, then bind and start both servers.
+
+        Loading first (TF Serving loads at start-up too) keeps the first request from paying
+        for ``tf.saved_model.load``, which on a busy machine can exceed a client's deadline.
+        """
+        for name in self.repo.models:
+            if self.repo.versions(name):
+                self.repo.get(name)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._max_workers),
             options=[
                 ("grpc.max_send_message_length", 256 << 20),
-                ("grpc.max_receive_message_length", 256 << 20),
+                ("grpc.max_receive_message_length", self.max_body_bytes),
             ],
+            maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             _PredictionServicer(self.repo), server
@@ -458,8 +647,9 @@ class ServingStandIn:
         self._grpc_server = server
         self.grpc_target = f"{self.host}:{port}"
         if self._rest_port is not None:
-            self._http = ThreadingHTTPServer((self.host, self._rest_port), _make_handler(self.repo))
-            self._http.daemon_threads = True
+            handler = _make_handler(self.repo, self.max_body_bytes, self.read_timeout)
+            self._http = _BoundedHTTPServer((self.host, self._rest_port), handler,
+                                            self.max_threads)
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
             )
@@ -493,9 +683,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model_name", required=True)
     parser.add_argument("--port", type=int, default=8500, help="gRPC port")
     parser.add_argument("--rest_api_port", type=int, default=8501)
+    parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--read_timeout", type=float, default=DEFAULT_READ_TIMEOUT)
+    parser.add_argument("--max_threads", type=int, default=DEFAULT_MAX_THREADS)
     args = parser.parse_args(argv)
     server = ServingStandIn(
-        {args.model_name: args.model_base_path}, grpc_port=args.port, rest_port=args.rest_api_port
+        {args.model_name: args.model_base_path}, grpc_port=args.port, rest_port=args.rest_api_port,
+        max_body_bytes=args.max_body_bytes, read_timeout=args.read_timeout,
+        max_threads=args.max_threads,
     ).start()
     print(
         f"lcron_tf TF-Serving STAND-IN (not TF Serving): gRPC {server.grpc_target}, "
