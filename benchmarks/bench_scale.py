@@ -12,9 +12,14 @@ Commands (from the repository root; every figure of RESULTS.md's "Scale" section
     .venv/bin/python benchmarks/bench_scale.py dryrun --work /tmp/lcron_scale \\
         --requests 1000000 --train-subset 250000
 
-    # 3. Embedding tables at RecFlow's vocabulary sizes: bytes per table (+ Adam slots),
-    #    process RSS and the time of a training step (batch 1024).
-    .venv/bin/python benchmarks/bench_scale.py tables
+    # 3. The streamed reader alone (parse + shuffle + batch, no training): the speed at
+    #    which a resumed run skips the batches of the interrupted epoch (uses rss's data).
+    .venv/bin/python benchmarks/bench_scale.py read --work /tmp/lcron_scale
+
+    # 4. Embedding tables at RecFlow's vocabulary sizes: bytes per table (+ Adam slots),
+    #    process RSS and the time of a training step (batch 1024; the first step includes
+    #    tracing), with Adam (what train uses) or Adagrad (updates only the batch's rows).
+    .venv/bin/python benchmarks/bench_scale.py tables [--optimizer adagrad]
 
 Peak RSS is the child process's ``ru_maxrss`` (``os.wait4``): every figure comes from a fresh
 process. ``--json FILE`` saves the results. The machine's CPU model and load average are
@@ -185,6 +190,30 @@ def cmd_dryrun(args: argparse.Namespace) -> dict:
     return result
 
 
+def cmd_read(args: argparse.Namespace) -> dict:
+    """Reader alone: requests/s of one streamed epoch (what a resumed run skips at)."""
+    import lcron_tf  # noqa: F401
+    from lcron_tf.data.pipeline import RecordData
+    from lcron_tf.data.tfrecord import read_schema
+
+    data_dir = Path(args.work) / "rss_records"
+    schema = read_schema(data_dir / "train")
+    out: dict = {"machine": machine(), "runs": []}
+    for streams in args.streams:
+        data = RecordData(schema, data_dir / "train", data_dir / "test",
+                          read_streams=streams, max_train=args.requests)
+        t0 = time.perf_counter()
+        ds = data.train_dataset(args.batch, 1, seed=0)
+        built = time.perf_counter() - t0
+        n = sum(int(b["label"].shape[0]) for b in ds)
+        seconds = time.perf_counter() - t0
+        r = {"read_streams": streams, "requests": n, "build_s": round(built, 2),
+             "seconds": round(seconds, 1), "requests_per_s": round(n / seconds)}
+        out["runs"].append(r)
+        print(r, flush=True)
+    return out
+
+
 # ----------------------------------------------------------------------------- tables
 
 
@@ -237,17 +266,24 @@ def cmd_tables(args: argparse.Namespace) -> dict:
             tables.append({"name": v.name, "shape": list(v.shape),
                            "mib": round(v.shape.num_elements() * 4 / 2**20, 1)})
     dense = sum(v.shape.num_elements() for v in model.trainable_weights) * 4 / 2**20
-    model.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
-    times = []
+    optimizer = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad}
+    model.compile(optimizer=optimizer[args.optimizer](0.01), jit_compile=False)
+    times: list[float] = []
+
+    class StepTimer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter() - self.t0)
+
     ds = tf.data.Dataset.from_tensors(batch).repeat()
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        model.fit(ds, steps_per_epoch=1, epochs=1, verbose=0)
-        times.append(time.perf_counter() - t0)
+    model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0, callbacks=[StepTimer()])
     import resource
 
     out = {
         "machine": machine(), "id_cnt": id_cnt, "batch": b, "tables": tables,
+        "optimizer": args.optimizer,
         "weights_mib": round(dense, 1), "weights_plus_adam_mib": round(3 * dense, 1),
         "step_s": [round(t, 2) for t in times],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -274,18 +310,26 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--batch", type=int, default=1024)
     d.add_argument("--read-streams", type=int, default=4)
     d.add_argument("--history-length", type=int, default=50)
-    d.add_argument("--num-users", type=int, default=38_193)
-    d.add_argument("--num-items", type=int, default=20_000)
+    d.add_argument("--num-users", type=int, default=2_000)
+    d.add_argument("--num-items", type=int, default=5_000)
     d.add_argument("--jit", action="store_true", help="train.jit_compile=true")
     d.add_argument("--keep", action="store_true", help="keep the written records")
+    q = sub.add_parser("read", help="the streamed reader alone (the skip speed of a resume)")
+    q.add_argument("--work", default="/tmp/lcron_scale")
+    q.add_argument("--requests", type=int, default=200_000)
+    q.add_argument("--batch", type=int, default=256)
+    q.add_argument("--streams", type=int, nargs="+", default=[1, 4])
     t = sub.add_parser("tables", help="embedding tables at RecFlow's vocabulary sizes")
     t.add_argument("--batch", type=int, default=1024)
     t.add_argument("--steps", type=int, default=4)
     t.add_argument("--item-vocab", type=int, default=None)
-    for s in (r, d, t):
+    t.add_argument("--optimizer", choices=("adam", "adagrad"), default="adam",
+                   help="adam (what lcron-tf train uses) or adagrad (sparse row updates)")
+    for s in (r, d, q, t):
         s.add_argument("--json", default=None, help="save the results to this file")
     args = p.parse_args(argv)
-    result = {"rss": cmd_rss, "dryrun": cmd_dryrun, "tables": cmd_tables}[args.what](args)
+    result = {"rss": cmd_rss, "dryrun": cmd_dryrun, "read": cmd_read,
+              "tables": cmd_tables}[args.what](args)
     result["command"] = " ".join(["benchmarks/bench_scale.py", *(argv or sys.argv[1:])])
     print(json.dumps(result["machine"]))
     if args.json:
