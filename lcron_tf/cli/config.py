@@ -105,6 +105,13 @@ class DataConfig:
       max_train_requests: keep only the first requests of the training split.
       max_test_requests: keep only the first requests of the test split.
       simulator: overrides of ``lcron_tf.data.simulator.SimulatorConfig`` fields.
+      in_memory: ``tfrecord``/``recflow``: load every record into memory and shuffle by
+        full permutations (as the in-memory sources); default: stream from the files.
+      shuffle_buffer: streamed records: the shuffle buffer (records, all read streams
+        together; 0 = no shuffle, files and records in order).
+      read_streams: streamed records: independent read streams whose micro-batches of
+        ``batch_size / read_streams`` make up every batch. The batches depend on it, not on
+        the number of workers; a multiple of the workers gives each worker its own files.
     """
 
     source: str = "simulator"
@@ -116,6 +123,9 @@ class DataConfig:
     max_train_requests: int | None = None
     max_test_requests: int | None = None
     simulator: dict[str, Any] = dataclasses.field(default_factory=dict)
+    in_memory: bool = False
+    shuffle_buffer: int = 10_000
+    read_streams: int = 1
 
 
 @dataclasses.dataclass
@@ -372,6 +382,12 @@ def _check_sections(cfg: Config, errors: list[tuple[str, str]]) -> None:
         errors.append(("data.test_fraction", f"must be in (0, 1), got {d.test_fraction!r}"))
     _positive(errors, "data.max_train_requests", d.max_train_requests)
     _positive(errors, "data.max_test_requests", d.max_test_requests)
+    _positive(errors, "data.shuffle_buffer", d.shuffle_buffer, 0)
+    _positive(errors, "data.read_streams", d.read_streams)
+    streamed = d.source in ("tfrecord", "recflow") and not d.in_memory
+    if streamed and d.read_streams >= 1 and t.batch_size >= 1 and t.batch_size % d.read_streams:
+        errors.append(("data.read_streams", f"train.batch_size={t.batch_size} must be a "
+                       f"multiple of data.read_streams={d.read_streams}"))
     if d.source == "simulator":
         from lcron_tf.data.simulator import SimulatorConfig
 

@@ -133,8 +133,8 @@ def resolve_config(args: argparse.Namespace, *, prefer_run_dir: bool) -> Config:
 # ----------------------------------------------------------------------------- data / model
 
 
-def load_data(cfg: Config) -> tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``(schema, train_arrays, test_arrays)`` of the configured source (deterministic)."""
+def _load_arrays(cfg: Config) -> tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(schema, train_arrays, test_arrays)`` of the configured source, in memory."""
     from lcron_tf.schema import split_requests
 
     d = cfg.data
@@ -155,8 +155,9 @@ def load_data(cfg: Config) -> tuple[Any, dict[str, np.ndarray], dict[str, np.nda
         base = Path(str(d.path))
         schema = read_schema(base / "train")
         parts = []
-        for split in ("train", "test"):
-            ds = read_tfrecords(base / split, 1024, schema=schema, drop_remainder=False)
+        for split, limit in (("train", d.max_train_requests), ("test", d.max_test_requests)):
+            ds = read_tfrecords(base / split, 1024, schema=schema, drop_remainder=False,
+                                max_records=limit)
             parts.append(dataset_to_arrays(ds))
         train, test = parts
     elif d.source == "mslr":
@@ -171,17 +172,67 @@ def load_data(cfg: Config) -> tuple[Any, dict[str, np.ndarray], dict[str, np.nda
         train = {k: v[: d.max_train_requests] for k, v in train.items()}
     if d.max_test_requests is not None:
         test = {k: v[: d.max_test_requests] for k, v in test.items()}
+    return schema, train, test
+
+
+def _check_data(cfg: Config, data: Any) -> None:
+    """Settings that the loaded data makes impossible (``ConfigError`` naming the key)."""
     try:
-        cfgmod.check_against_schema(cfg, schema)
+        cfgmod.check_against_schema(cfg, data.schema)
     except ConfigError as err:
         raise ConfigError(err.errors, source=_DATA_CHECK) from None
-    n_train = len(train["label"])
-    if cfg.train.batch_size > n_train:
-        raise ConfigError([("train.batch_size", f"{cfg.train.batch_size} > {n_train} training "
+    b = cfg.train.batch_size
+    if b > data.num_train:
+        raise ConfigError([("train.batch_size", f"{b} > {data.num_train} training "
                             "requests: not even one step per epoch")], source=_DATA_CHECK)
-    if len(test["label"]) == 0:
+    if data.steps_per_epoch(b) < 1:
+        raise ConfigError([("data.read_streams", f"a read stream has fewer than batch_size / "
+                            f"read_streams = {b // cfg.data.read_streams} records "
+                            f"({data.describe(b)}): not even one step per epoch")],
+                          source=_DATA_CHECK)
+    if data.num_test == 0:
         raise ConfigError([("data", "the test split is empty")], source=_DATA_CHECK)
-    return schema, train, test
+
+
+def open_data(cfg: Config) -> Any:
+    """The configured data as an ``InMemoryData`` or (streamed records) ``RecordData``.
+
+    ``tfrecord``/``recflow`` sources stream from their record files (``data.read_streams``,
+    ``data.shuffle_buffer``) unless ``data.in_memory``; the other sources are in memory.
+    See :mod:`lcron_tf.data.pipeline` for the order of the batches.
+    """
+    from lcron_tf.data.pipeline import InMemoryData, RecordData
+
+    d = cfg.data
+    if d.source in ("tfrecord", "recflow") and not d.in_memory:
+        from lcron_tf.data.tfrecord import read_schema
+
+        base = Path(str(d.path))
+        schema = read_schema(base / "train")
+        test_schema = read_schema(base / "test")
+        if test_schema != schema:
+            raise ConfigError([("data.path", f"{base / 'test'} has another schema than "
+                                f"{base / 'train'}")], source=_DATA_CHECK)
+        data = RecordData(schema, base / "train", base / "test", shuffle_buffer=d.shuffle_buffer,
+                          read_streams=d.read_streams, max_train=d.max_train_requests,
+                          max_test=d.max_test_requests)
+    else:
+        data = InMemoryData(*_load_arrays(cfg))
+    _check_data(cfg, data)
+    return data
+
+
+def load_data(cfg: Config) -> tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(schema, train_arrays, test_arrays)`` of the configured source (deterministic).
+
+    Holds every request in memory, record sources included; ``train`` streams those
+    instead (:func:`open_data`).
+    """
+    from lcron_tf.data.pipeline import InMemoryData
+
+    data = InMemoryData(*_load_arrays(cfg))
+    _check_data(cfg, data)
+    return data.schema, data.train, data.test
 
 
 def build_model(cfg: Config, schema: Any) -> Any:
@@ -225,34 +276,6 @@ def load_trained_model(cfg: Config, schema: Any, sample: Mapping[str, np.ndarray
     model(_first_batch(sample, 2), training=False)
     model.load_weights(str(weights)).expect_partial()
     return model
-
-
-def step_indices(n: int, batch_size: int, epochs: int, seed: int) -> np.ndarray:
-    """int64 ``[epochs * steps_per_epoch, batch_size]``: the requests of every global step.
-
-    Epoch ``e`` uses ``default_rng([seed, e]).permutation(n)`` (last partial batch dropped),
-    so the batch of any step is known in advance and a resumed run sees exactly the batches
-    an uninterrupted run would have seen.
-    """
-    steps = n // batch_size
-    rows = [np.random.default_rng([seed, e]).permutation(n)[: steps * batch_size]
-            for e in range(epochs)]
-    return np.concatenate(rows).reshape(epochs * steps, batch_size).astype(np.int64)
-
-
-def step_dataset(arrays: Mapping[str, np.ndarray], index: np.ndarray, start: int) -> Any:
-    """``tf.data`` of the batches of global steps ``start, start + 1, ...`` (repeated)."""
-    import tensorflow as tf
-
-    from lcron_tf.schema import cast_arrays
-
-    tensors = {k: tf.constant(v) for k, v in cast_arrays(arrays).items()}
-    ds = tf.data.Dataset.from_tensor_slices(index[start:])
-    ds = ds.map(lambda idx: {k: tf.gather(v, idx) for k, v in tensors.items()},
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # repeat(): infinite cardinality, so Keras keeps ONE iterator across epochs (it only
-    # re-creates it when the cardinality equals steps_per_epoch).
-    return ds.repeat().prefetch(tf.data.AUTOTUNE)
 
 
 def restored_step(backup_dir: Path) -> tuple[int, int, int] | None:
@@ -339,107 +362,79 @@ def _make_recorder(run_dir: Path, steps_per_epoch: int, start_step: int) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``lcron-tf train``."""
+    """``lcron-tf train`` (one process, a launcher of local workers, or one worker)."""
+    from lcron_tf.cli import workers
+
+    try:
+        cluster = workers.resolve(args.num_workers)
+        if cluster == workers.LAUNCH:
+            return workers.launch(args.argv, args.num_workers, max_restarts=args.max_restarts,
+                                  network=args.worker_network)
+    except workers.ClusterError as err:
+        raise CliError(str(err)) from None
+    # Only the chief writes the run directory. A restarted worker group resumes: --fresh
+    # applies to the launcher's first start only.
+    chief = cluster is None or cluster.is_chief
+    fresh = args.fresh and workers.launch_attempt() == 0
     cfg = resolve_config(args, prefer_run_dir=False)
     run_dir = Path(cfg.output.run_dir)
     recorded = run_dir / "config.yaml"
-    rundir.check(run_dir, fresh=args.fresh)  # lcron-tf's own (marked) or new/empty only
-    if args.fresh and rundir.is_owned(run_dir):
+    rundir.check(run_dir, fresh=fresh)  # lcron-tf's own (marked) or new/empty only
+    if fresh and chief and rundir.is_owned(run_dir):
         log(f"--fresh: removing lcron-tf's files from {run_dir}")
         kept = rundir.clear(run_dir)
         if kept:
             log(f"--fresh: kept {len(kept)} entries lcron-tf did not write: {', '.join(kept)}")
-    if recorded.is_file() and recorded.read_text() != cfg.to_yaml():
+    # A non-chief worker started with --fresh must not look at files the chief is removing.
+    trust_files = chief or not fresh
+    if trust_files and recorded.is_file() and recorded.read_text() != cfg.to_yaml():
         raise CliError(f"{run_dir} holds a run with a different config ({recorded}); use "
                        "another output.run_dir (--run-dir) or pass --fresh to start over")
-    if (run_dir / "backup").exists() and not recorded.is_file():
+    if trust_files and (run_dir / "backup").exists() and not recorded.is_file():
         raise CliError(f"{run_dir} holds a training checkpoint ({run_dir / 'backup'}) but no "
                        "config.yaml, so nothing says which model it belongs to; pass --fresh "
                        "to start over, or restore the run's config.yaml")
-    state = read_json(run_dir / "state.json", {})
+    state = read_json(run_dir / "state.json", {}) if trust_files else {}
     if state.get("status") == "complete":
         log(f"run in {run_dir} is already complete ({state['optimizer_steps']} optimizer "
             "steps); nothing to do (pass --fresh to train again)")
         return 0
+    return _train(cfg, run_dir, state, cluster, trust_files=trust_files)
 
-    import lcron_tf  # noqa: F401  (binds tf.keras to Keras 2)
-    from lcron_tf._keras import keras
 
-    t0 = time.perf_counter()
-    schema, train, test = load_data(cfg)
-    rundir.claim(run_dir)
-    stored_schema = run_dir / "schema.json"
-    if (run_dir / "backup").exists() and stored_schema.is_file() \
-            and stored_schema.read_text() != schema.to_json():
-        raise CliError(f"{run_dir} holds a checkpoint of a run on other data ({stored_schema} "
-                       "differs from the data's schema); pass --fresh to start over")
-    write_atomic(recorded, cfg.to_yaml())
-    write_atomic(run_dir / "schema.json", schema.to_json())
-    t = cfg.train
-    n_train = len(train["label"])
-    spe = n_train // t.batch_size
-    total = spe * t.epochs
-    quotas = tuple(cfg.model.quotas or schema.quotas)
-    log(f"data: {cfg.data.source}, {n_train} train / {len(test['label'])} test requests, "
-        f"N={schema.list_size}, gt={schema.gt_num}, quotas={quotas} "
-        f"({time.perf_counter() - t0:.1f} s)")
+def _datasets(data: Any, t: Any, start: int, strategy: Any) -> tuple[Any, Any, int | None]:
+    """``(train, validation, validation_steps)`` inputs of ``fit`` (distributed with a strategy).
 
-    keras.utils.set_random_seed(t.seed)
-    model = build_model(cfg, schema)
-    model.compile(optimizer=keras.optimizers.Adam(t.learning_rate), jit_compile=t.jit_compile)
-    model(_first_batch(train, t.batch_size), training=False)  # build before BackupAndRestore
-    backup = run_dir / "backup"
-    restored = restored_step(backup)
-    start = 0
-    if restored is not None:
-        mismatch = checkpoint_mismatch(model, backup)
-        if mismatch:
-            raise CliError(f"the checkpoint in {backup} does not fit the configured model "
-                           f"({mismatch}); pass --fresh to start over")
-        start = restored[0]
-        log(f"resumed from step {start} (checkpoint at epoch {restored[1] + 1}, "
-            f"batch {restored[2] + 1}) in {backup}")
-        state.setdefault("resumes", []).append(start)
-    else:
-        log("starting a new run (no checkpoint)")
-    write_json(run_dir / "state.json", {**state, "status": "running", "optimizer_steps": start,
-                                        "planned_steps": total})
-    log(f"model: {cfg.model.num_stages}-stage {model.stage_names}, loss {cfg.loss.name}, "
-        f"jit_compile={t.jit_compile}; {spe} steps/epoch x {t.epochs} epochs = {total} steps, "
-        f"checkpoint every {t.steps_per_checkpoint} steps")
+    Every worker feeds its rows of the same global batches (``lcron_tf.data.pipeline``).
+    """
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
 
-    index = step_indices(n_train, t.batch_size, t.epochs, t.seed)
-    # start == total (killed after the last checkpoint, before the run was marked complete):
-    # fit still runs, to restore the checkpoint in on_train_begin, but trains no step.
-    train_ds = step_dataset(train, index, min(start, total - 1))
-    val_ds = None
-    if t.validate:
-        from lcron_tf.data.tfrecord import to_dataset
+    def train_fn(ctx: Any = None) -> Any:
+        return data.train_dataset(t.batch_size, t.epochs, t.seed, start, ctx)
 
-        vb = min(t.batch_size, len(test["label"]))
-        val_ds = to_dataset(test, vb, shuffle=False, drop_remainder=True)
-    if restored is None and val_ds is not None:
-        # The untrained cascade on the test set, so the log shows "before" next to "after".
-        before = model.evaluate(val_ds, verbose=0, return_dict=True)
-        shown = {k: v for k, v in before.items() if "recall" in k}
-        log("before training (untrained model, test set): "
-            + ", ".join(f"{k} {float(v):.4f}" for k, v in shown.items()))
-    callbacks: list[Any] = [
-        keras.callbacks.BackupAndRestore(str(backup), save_freq=t.steps_per_checkpoint,
-                                         delete_checkpoint=False),
-        _make_recorder(run_dir, spe, start),
-    ]
-    if cfg.output.tensorboard:
-        if importlib.util.find_spec("tensorboard") is None:
-            log("TensorBoard logs disabled: the `tensorboard` package is not installed "
-                "(pip install tensorboard); history.json still records every metric")
-        else:
-            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tb"), profile_batch=0))
-    # A progress bar redrawn with \r is unreadable in a log file: one line per epoch there.
-    verbose = 2 if t.verbose == 1 and not sys.stdout.isatty() else t.verbose
-    model.fit(train_ds, epochs=t.epochs, steps_per_epoch=spe, validation_data=val_ds,
-              callbacks=callbacks, verbose=verbose)
-    steps = int(model.optimizer.iterations.numpy())
+    vb = min(t.batch_size, data.num_test)
+    vb -= vb % replicas
+    val_steps = data.num_test // vb if t.validate and vb > 0 else None
+
+    def val_fn(ctx: Any = None) -> Any:
+        return data.test_dataset(vb, drop_remainder=True, input_context=ctx)
+
+    if strategy is None:
+        return train_fn(), val_fn() if val_steps else None, val_steps
+    train_ds = strategy.distribute_datasets_from_function(train_fn)
+    val_ds = strategy.distribute_datasets_from_function(val_fn) if val_steps else None
+    return train_ds, val_ds, val_steps
+
+
+def _save_weights(model: Any, run_dir: Path, chief: bool) -> Path:
+    """The final weights -> ``<run_dir>/model/`` (atomic rename); non-chief: a temp dir."""
+    if not chief:  # every worker takes part in the save; only the chief's copy is kept
+        tmp = Path(tempfile.mkdtemp(prefix="lcron-tf-worker-weights-"))
+        try:
+            model.save_weights(str(tmp / "weights"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return tmp
     weights_dir = run_dir / "model"
     for stale in run_dir.glob(".model-*"):  # left by a crash while saving weights
         if rundir.is_owned_entry(stale.name) and stale.is_dir() and not stale.is_symlink():
@@ -451,11 +446,124 @@ def cmd_train(args: argparse.Namespace) -> int:
         os.rename(weights_dir, old)
     os.rename(tmp, weights_dir)
     shutil.rmtree(old, ignore_errors=True)
+    return weights_dir
+
+
+def _train(cfg: Config, run_dir: Path, state: dict, cluster: Any, *,
+           trust_files: bool = True) -> int:
+    """The training loop of ``train`` (``cluster``: None, or this worker's ``Cluster``).
+
+    ``trust_files``: the run directory's files belong to this run (False on a non-chief
+    worker started with ``--fresh``, while the chief may be clearing them).
+    """
+    import contextlib
+
+    from lcron_tf.cli import workers
+
+    t = cfg.train
+    if cluster is not None and t.batch_size % cluster.num_workers:
+        raise ConfigError([("train.batch_size", f"{t.batch_size} is not a multiple of the "
+                            f"{cluster.num_workers} workers")])
+    # MultiWorkerMirroredStrategy must exist before TensorFlow runs its first op.
+    strategy = workers.make_strategy() if cluster is not None else None
+    chief = cluster is None or cluster.is_chief
+    say = log if chief else (lambda message: None)
+
+    import lcron_tf  # noqa: F401  (binds tf.keras to Keras 2)
+    from lcron_tf._keras import keras
+
+    t0 = time.perf_counter()
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    if t.batch_size % replicas:
+        raise ConfigError([("train.batch_size", f"{t.batch_size} is not a multiple of the "
+                            f"{replicas} replicas of the {cluster.num_workers} workers")])
+    data = open_data(cfg)
+    schema = data.schema
+    stored_schema = run_dir / "schema.json"
+    if trust_files and (run_dir / "backup").exists() and stored_schema.is_file() \
+            and stored_schema.read_text() != schema.to_json():
+        raise CliError(f"{run_dir} holds a checkpoint of a run on other data ({stored_schema} "
+                       "differs from the data's schema); pass --fresh to start over")
+    if chief:
+        rundir.claim(run_dir)
+        write_atomic(run_dir / "config.yaml", cfg.to_yaml())
+        write_atomic(run_dir / "schema.json", schema.to_json())
+    spe = data.steps_per_epoch(t.batch_size)
+    total = spe * t.epochs
+    quotas = tuple(cfg.model.quotas or schema.quotas)
+    say(f"data: {cfg.data.source}, {data.num_train} train / {data.num_test} test requests, "
+        f"N={schema.list_size}, gt={schema.gt_num}, quotas={quotas} "
+        f"({time.perf_counter() - t0:.1f} s); {data.describe(t.batch_size)}")
+    if cluster is not None:
+        say(f"{cluster.num_workers} workers (MultiWorkerMirroredStrategy, {replicas} replicas), "
+            f"global batch {t.batch_size} = {t.batch_size // replicas} per replica")
+    if getattr(data, "by_file", True) is False and data.read_streams > 1:
+        say(f"note: data.read_streams={data.read_streams} exceeds the record files: every "
+            "read stream reads every file (set read_streams <= the number of files)")
+
+    keras.utils.set_random_seed(t.seed)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_model(cfg, schema)
+        model.compile(optimizer=keras.optimizers.Adam(t.learning_rate),
+                      jit_compile=t.jit_compile)
+        model(data.sample(t.batch_size // replicas), training=False)  # build before restoring
+    backup = run_dir / "backup"
+    restored = restored_step(backup)
+    start = 0
+    if restored is not None:
+        mismatch = checkpoint_mismatch(model, backup)
+        if mismatch:
+            raise CliError(f"the checkpoint in {backup} does not fit the configured model "
+                           f"({mismatch}); pass --fresh to start over")
+        start = restored[0]
+        say(f"resumed from step {start} (checkpoint at epoch {restored[1] + 1}, "
+            f"batch {restored[2] + 1}) in {backup}")
+        state.setdefault("resumes", []).append(start)
+    else:
+        say("starting a new run (no checkpoint)")
+    if chief:
+        write_json(run_dir / "state.json", {**state, "status": "running",
+                                            "optimizer_steps": start, "planned_steps": total})
+    say(f"model: {cfg.model.num_stages}-stage {model.stage_names}, loss {cfg.loss.name}, "
+        f"jit_compile={t.jit_compile}; {spe} steps/epoch x {t.epochs} epochs = {total} steps, "
+        f"checkpoint every {t.steps_per_checkpoint} steps")
+
+    # start == total (killed after the last checkpoint, before the run was marked complete):
+    # fit still runs, to restore the checkpoint in on_train_begin, but trains no step.
+    train_ds, val_ds, val_steps = _datasets(data, t, start, strategy)
+    if restored is None and val_ds is not None:
+        # The untrained cascade on the test set, so the log shows "before" next to "after".
+        before = model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
+        shown = {k: v for k, v in before.items() if "recall" in k}
+        say("before training (untrained model, test set): "
+            + ", ".join(f"{k} {float(v):.4f}" for k, v in shown.items()))
+    callbacks: list[Any] = [
+        keras.callbacks.BackupAndRestore(str(backup), save_freq=t.steps_per_checkpoint,
+                                         delete_checkpoint=False),
+    ]
+    if chief:
+        callbacks.append(_make_recorder(run_dir, spe, start))
+    if chief and cfg.output.tensorboard:
+        if importlib.util.find_spec("tensorboard") is None:
+            log("TensorBoard logs disabled: the `tensorboard` package is not installed "
+                "(pip install tensorboard); history.json still records every metric")
+        else:
+            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tb"), profile_batch=0))
+    # A progress bar redrawn with \r is unreadable in a log file: one line per epoch there.
+    verbose = 2 if t.verbose == 1 and not sys.stdout.isatty() else t.verbose
+    model.fit(train_ds, epochs=t.epochs, steps_per_epoch=spe, validation_data=val_ds,
+              validation_steps=val_steps, callbacks=callbacks, verbose=verbose if chief else 0)
+    steps = int(model.optimizer.iterations.numpy())
+    weights_dir = _save_weights(model, run_dir, chief)
+    if not chief:
+        return 0
     history = read_json(run_dir / "history.json", [])
     final = {"status": "complete", "optimizer_steps": steps, "planned_steps": total,
              "epochs": t.epochs, "steps_per_epoch": spe, "resumes": state.get("resumes", []),
              "final_metrics": history[-1] if history else {},
              "wall_seconds_last_session": round(time.perf_counter() - t0, 1)}
+    if cluster is not None:
+        final["num_workers"] = cluster.num_workers
     write_json(run_dir / "state.json", final)
     shutil.rmtree(backup, ignore_errors=True)
     log(f"done: {steps} optimizer steps (planned {total}) in {time.perf_counter() - t0:.1f} s; "
@@ -463,9 +571,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_model(cfg: Config, model: Any, schema: Any, test: Mapping[str, np.ndarray],
+def evaluate_model(cfg: Config, model: Any, schema: Any, test: Any,
                    chunk: int = 500, survival_requests: int = 2000) -> tuple[dict, dict]:
     """Test metrics (official definitions) and relaxed survival probabilities.
+
+    ``test``: request arrays, or a finite ``tf.data.Dataset`` of batch dicts (streamed).
 
     Returns:
       ``(metrics, survival)``: metric name -> float; ``survival`` has ``prob`` float32
@@ -486,7 +596,11 @@ def evaluate_model(cfg: Config, model: Any, schema: Any, test: Mapping[str, np.n
                               mode=cfg.loss.mode or validation.DEFAULT_MODE)
     probs, gts, masks = [], [], []
     seen = 0
-    for batch in to_dataset(test, chunk, shuffle=False, drop_remainder=False):
+    import tensorflow as tf
+
+    batches = test if isinstance(test, tf.data.Dataset) else to_dataset(
+        test, chunk, shuffle=False, drop_remainder=False)
+    for batch in batches:
         scores = model(batch, training=False)
         y_true = {"labels": batch["label"], "mask": batch["mask"]}
         for m in metrics:
@@ -514,12 +628,13 @@ def results_table(metrics: Mapping[str, float], title: str = "results") -> str:
 def _run_evaluation(cfg: Config) -> dict:
     import lcron_tf  # noqa: F401
 
-    schema, train, test = load_data(cfg)
-    model = load_trained_model(cfg, schema, train)
-    metrics, survival = evaluate_model(cfg, model, schema, test)
+    data = open_data(cfg)
+    model = load_trained_model(cfg, data.schema, data.sample(2))
+    test = data.test_dataset(500, drop_remainder=False) if data.streaming else data.test
+    metrics, survival = evaluate_model(cfg, model, data.schema, test)
     run_dir = Path(cfg.output.run_dir)
     state = read_json(run_dir / "state.json", {})
-    result = {"split": "test", "requests": len(test["label"]),
+    result = {"split": "test", "requests": data.num_test,
               "optimizer_steps": state.get("optimizer_steps"), "metrics": metrics}
     write_json(run_dir / "eval.json", result)
     fd, tmp = tempfile.mkstemp(prefix=".survival.", suffix=".npz", dir=run_dir)
@@ -555,7 +670,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                   "label": np.zeros((2, schema.list_size), np.float32),
                   "stage_group": np.zeros((2, schema.list_size), np.int32)}
     else:
-        schema, sample, _ = load_data(cfg)
+        data = open_data(cfg)
+        schema, sample = data.schema, data.sample(2)
     model = load_trained_model(cfg, schema, sample)
     base = args.export_dir or cfg.output.export_dir
     path = serving.export(model, base, args.version, model_name=cfg.output.model_name,
@@ -603,8 +719,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.input:
         requests = _load_requests(args.input)
     else:
-        _, _, test = load_data(cfg)
-        requests = {k: v[: args.num_requests] for k, v in cast_arrays(test).items()}
+        requests = cast_arrays(open_data(cfg).sample(args.num_requests, "test"))
     missing = [k for k in SERVING_KEYS if k not in requests]
     if missing:
         raise CliError(f"requests lack the serving inputs {missing} (need {list(SERVING_KEYS)})")
@@ -736,6 +851,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true",
                    help="delete the files lcron-tf wrote in the run directory first and start "
                    f"from step 0 (only in a directory train created: one with {rundir.MARKER})")
+    p.add_argument("--num-workers", type=int, default=None, metavar="N",
+                   help="train on N workers (MultiWorkerMirroredStrategy). Without TF_CONFIG: "
+                   "start N local worker processes on 127.0.0.1 and supervise them; with "
+                   "TF_CONFIG (a real cluster): run as that worker, N must match the cluster. "
+                   "Default: 1, or the TF_CONFIG cluster (docs/scale.md)")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                   help="local workers: when one fails, restart the whole group up to K times "
+                   "(each restart resumes from the last checkpoint; default 0)")
+    p.add_argument("--worker-network", choices=("auto", "private", "host"), default="auto",
+                   help="local workers: run them in a private loopback-only network namespace "
+                   "(private; auto = when possible) or on the host network (host: TensorFlow's "
+                   "gRPC servers then listen on all interfaces)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test metrics of the trained model -> eval.json",
@@ -812,6 +939,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv and argv[0] == "bench":
             return cmd_bench(argv[1:])
         args = build_parser().parse_args(argv)
+        args.argv = argv  # the local worker launcher re-runs the same command line
         return int(args.func(args) or 0)
     except ConfigError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)

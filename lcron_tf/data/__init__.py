@@ -3,6 +3,8 @@
 * :mod:`~lcron_tf.schema` - the canonical batch dict and :class:`CascadeSchema`.
 * :mod:`~lcron_tf.data.tfrecord` - TFRecord writer/reader (``schema.json`` manifest,
   bad-record detection) and the in-memory :func:`to_dataset` path.
+* :mod:`~lcron_tf.data.pipeline` - training inputs with a fixed step -> batch mapping:
+  :class:`InMemoryData` and :class:`RecordData` (streamed; exact resume; multi-worker).
 * :mod:`~lcron_tf.data.simulator` - RecFlow-shaped synthetic data with a known truth.
 * :mod:`~lcron_tf.data.recflow` - the RecFlow reader (official 2-/3-stage samples).
 * :mod:`~lcron_tf.data.movielens`, :mod:`~lcron_tf.data.mslr` - real-data cascades.
@@ -39,6 +41,7 @@ from lcron_tf.data.paths import (
     require_file,
     resolve_data_dir,
 )
+from lcron_tf.data.pipeline import InMemoryData, RecordData, epoch_seed, step_indices
 from lcron_tf.data.recflow import (
     PERIOD1_TEST_DATES,
     PERIOD1_TRAIN_DATES,
@@ -60,6 +63,8 @@ from lcron_tf.data.tfrecord import (
     read_schema,
     read_tfrecords,
     serialize_requests,
+    shard_record_counts,
+    shards_by_file,
     to_dataset,
     write_tfrecords,
 )
@@ -97,9 +102,11 @@ __all__ = [
     "CandidateLists",
     "CascadeRecordWriter",
     "CascadeSchema",
+    "InMemoryData",
     "MovieLensConfig",
     "MslrConfig",
     "ReadStats",
+    "RecordData",
     "RecordProblem",
     "SimulatorConfig",
     "build_candidates",
@@ -111,6 +118,7 @@ __all__ = [
     "concat_requests",
     "convert_recflow",
     "dataset_to_arrays",
+    "epoch_seed",
     "find_data_dir",
     "interactions_to_arrays",
     "invalid_requests",
@@ -130,10 +138,13 @@ __all__ = [
     "resolve_data_dir",
     "select_requests",
     "serialize_requests",
+    "shard_record_counts",
+    "shards_by_file",
     "simulate",
     "simulator_schema",
     "split_requests",
     "stack_requests",
+    "step_indices",
     "to_dataset",
     "validate_arrays",
     "validate_batch",

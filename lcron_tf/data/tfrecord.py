@@ -483,6 +483,10 @@ def _value_checks(req: Mapping[str, tf.Tensor], schema: CascadeSchema) -> tf.Ten
 
 _BLOCK = 128  # records per vectorised check inside one file
 
+# The reader's dataset functions use no Python control flow on tensors (tf.cond where it
+# branches): tracing them without AutoGraph's source conversion is several times faster.
+_no_autograph = tf.autograph.experimental.do_not_convert
+
 
 def _file_dataset(
     filename: tf.Tensor,
@@ -513,6 +517,7 @@ def _file_dataset(
         for k in keys
     }
 
+    @_no_autograph
     def parse(idx: tf.Tensor, records: tf.Tensor) -> tuple:
         return idx, tf.io.parse_example(records, spec), tf.zeros_like(idx, tf.bool)
 
@@ -520,7 +525,7 @@ def _file_dataset(
     if skip_bad_records:
         blocks = (
             raw.map(
-                lambda i, r: parse(i[None], r[None]),
+                _no_autograph(lambda i, r: parse(i[None], r[None])),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
             )
@@ -542,6 +547,7 @@ def _file_dataset(
         )
     )
 
+    @_no_autograph
     def gaps(next_i: tf.Tensor, elem: tuple) -> tuple:
         idx, flat, is_end = elem
         prev = tf.concat([tf.reshape(next_i - 1, [1]), idx[:-1]], 0)
@@ -551,6 +557,7 @@ def _file_dataset(
     stream = blocks.concatenate(end).scan(tf.constant(0, tf.int64), gaps)
     value_msgs = tf.constant([*_value_messages(schema), "more records than schema.json lists"])
 
+    @_no_autograph
     def check(idx, flat, is_end, gap, prev) -> dict[str, tf.Tensor]:  # noqa: ANN001
         req = {
             k: tf.cast(tf.reshape(flat[k], [-1, *shapes[k]]), DTYPES[k]) for k in keys
@@ -650,6 +657,67 @@ def _shard_params(
     return num_shards, shard_index
 
 
+def _limit_records(counts: Sequence[int], max_records: int | None) -> list[int]:
+    """Records read from each file when only the first ``max_records`` (file order) are read."""
+    if max_records is None:
+        return list(counts)
+    if max_records < 1:
+        raise ValueError(f"`max_records` must be >= 1. Received: max_records={max_records}")
+    out, left = [], int(max_records)
+    for n in counts:
+        out.append(min(int(n), left))
+        left -= out[-1]
+    return out
+
+
+def shard_record_counts(
+    path: PathLike | Sequence[PathLike],
+    num_shards: int = 1,
+    *,
+    files: Sequence[str] | None = None,
+    max_records: int | None = None,
+) -> list[int]:
+    """Records that each shard of :func:`read_tfrecords` reads, from ``schema.json`` alone.
+
+    The rule of the reader: with at least ``num_shards`` files (after ``max_records``), shard
+    ``i`` reads the files ``i, i + num_shards, ...`` (sorted file order); with fewer files,
+    shard ``i`` reads the records ``i, i + num_shards, ...`` of the whole (file, record)
+    order. Nothing is read but the manifests.
+
+    Returns:
+      ``num_shards`` ints: the records of each shard (assuming no bad records).
+    """
+    counts = _read_counts(path, files, max_records)
+    if num_shards < 1:
+        raise ValueError(f"`num_shards` must be >= 1. Received: num_shards={num_shards}")
+    if len(counts) >= num_shards:
+        return [sum(counts[i::num_shards]) for i in range(num_shards)]
+    total = sum(counts)
+    return [len(range(i, total, num_shards)) for i in range(num_shards)]
+
+
+def shards_by_file(
+    path: PathLike | Sequence[PathLike],
+    num_shards: int,
+    *,
+    files: Sequence[str] | None = None,
+    max_records: int | None = None,
+) -> bool:
+    """Whether :func:`read_tfrecords` shards by file (True) or by record for ``num_shards``.
+
+    Sharding by record needs the same record order before the shard on every shard: read
+    with the same ``seed`` on all of them.
+    """
+    return len(_read_counts(path, files, max_records)) >= num_shards
+
+
+def _read_counts(
+    path: PathLike | Sequence[PathLike], files: Sequence[str] | None, max_records: int | None
+) -> list[int]:
+    _, _, counts = _collect_files(path, None, files)
+    return [n for n in _limit_records(counts, max_records) if n > 0]
+
+
 def _batch_size(batch_size: int, input_context: tf.distribute.InputContext | None) -> int:
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
@@ -665,7 +733,7 @@ def read_tfrecords(
     schema: CascadeSchema | None = None,
     files: Sequence[str] | None = None,
     shuffle: bool = False,
-    seed: int | None = None,
+    seed: int | tf.Tensor | None = None,
     shuffle_buffer: int = 10_000,
     drop_remainder: bool = True,
     repeat: bool = False,
@@ -676,6 +744,7 @@ def read_tfrecords(
     stats: ReadStats | None = None,
     cycle_length: int | None = None,
     deterministic: bool | None = None,
+    max_records: int | None = None,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of canonical batch dicts read from record directories.
 
@@ -692,7 +761,8 @@ def read_tfrecords(
       schema: the expected schema; a mismatch with ``schema.json`` raises ``ValueError``.
       files: read only these file names (e.g. ``["2024-02-04.tfrecord"]``).
       shuffle: shuffle the file order and the records (buffer ``shuffle_buffer``).
-      seed: seed of the shuffles (deterministic when given).
+      seed: seed of the shuffles (deterministic when given): a Python int or an int64
+        scalar tensor (e.g. one per epoch inside ``Dataset.flat_map``).
       shuffle_buffer: record shuffle buffer size.
       drop_remainder: drop the last partial batch (static batch shape, as the paper).
       repeat: repeat forever (after sharding and shuffling; reshuffled every epoch).
@@ -705,6 +775,8 @@ def read_tfrecords(
       cycle_length: files read concurrently (default: up to 8).
       deterministic: order guarantee of the parallel steps (default: deterministic unless
         ``shuffle`` without a ``seed``; forced when records are sharded).
+      max_records: read only the first ``max_records`` records in (directory, sorted file,
+        record) order, before sharding and shuffling; the files after them are not opened.
 
     Returns:
       The dataset; ``dataset.read_stats`` is the :class:`ReadStats` of this reader.
@@ -720,20 +792,26 @@ def read_tfrecords(
     num_shards, shard_index = _shard_params(num_shards, shard_index, input_context)
     if stats is None:
         stats = ReadStats()
-    shard_files = len(names) >= num_shards
+    limits = _limit_records(counts, max_records)
+    names, counts, limits = (
+        [x for x, n in zip(col, limits) if n > 0] for col in (names, counts, limits)
+    )
+    shard_files = len(names) >= num_shards  # the rule of shard_record_counts
     if deterministic is None:
         deterministic = not shuffle or seed is not None
     if num_shards > 1 and not shard_files:
         deterministic = True
     file_ds = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(names), tf.constant(counts, tf.int64))
+        (tf.constant(names), tf.constant(counts, tf.int64), tf.constant(limits, tf.int64))
     )
     if num_shards > 1 and shard_files:
         file_ds = file_ds.shard(num_shards, shard_index)
     if shuffle:
         file_ds = file_ds.shuffle(len(names), seed=seed, reshuffle_each_iteration=True)
     ds = file_ds.interleave(
-        lambda f, n: _file_dataset(f, n, stored, skip_bad_records, stats),
+        _no_autograph(
+            lambda f, n, lim: _file_dataset(f, n, stored, skip_bad_records, stats).take(lim)
+        ),
         cycle_length=cycle_length or (min(8, len(names)) if shuffle else 1),
         block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE,
