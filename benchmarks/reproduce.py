@@ -614,9 +614,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--jit", choices=("on", "off"), default="off",
-                   help="compile(jit_compile=...): off is the faster mode of the default preset "
-                   "on CPU (benchmarks/RESULTS.md); on for GPUs")
+    p.add_argument("--jit", choices=("on", "off"), default="on",
+                   help="compile(jit_compile=...): on is the faster mode of the paper preset on "
+                   "CPU too (benchmarks/RESULTS.md B §5 and §7)")
     p.add_argument("--preset", default=None, help="CascadeModel.default preset (default: the "
                    "library's default)")
     p.add_argument("--table-only", action="store_true",
