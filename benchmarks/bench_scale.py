@@ -243,7 +243,7 @@ def cmd_tables(args: argparse.Namespace) -> dict:
         id_cnt["video_id"] = id_cnt["author_id"] = args.item_vocab
     schema = recflow_schema(id_cnt, 2)
     keras.utils.set_random_seed(0)
-    model = CascadeModel.default(schema, 2)
+    model = CascadeModel.default(schema, 2, preset=args.preset)
     b = args.batch
     rng = np.random.default_rng(0)
     n, h = schema.list_size, schema.history_length
@@ -258,6 +258,9 @@ def cmd_tables(args: argparse.Namespace) -> dict:
         "mask": np.ones((b, n), np.float32),
         "stage_group": np.tile(np.repeat(np.arange(4), 10), (b, 1)).astype(np.int32),
     }
+    if schema.num_history_features:  # the paper preset's multi-field history items
+        batch["history_features"] = np.stack(
+            [rng.integers(1, v, (b, h)) for v in schema.history_feature_vocabs], -1)
     batch = {k: tf.constant(v) for k, v in lcron_tf.schema.cast_arrays(batch).items()}
     model(batch, training=False)
     tables = []
@@ -283,7 +286,7 @@ def cmd_tables(args: argparse.Namespace) -> dict:
 
     out = {
         "machine": machine(), "id_cnt": id_cnt, "batch": b, "tables": tables,
-        "optimizer": args.optimizer,
+        "optimizer": args.optimizer, "preset": args.preset,
         "weights_mib": round(dense, 1), "weights_plus_adam_mib": round(3 * dense, 1),
         "step_s": [round(t, 2) for t in times],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -323,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--batch", type=int, default=1024)
     t.add_argument("--steps", type=int, default=4)
     t.add_argument("--item-vocab", type=int, default=None)
+    t.add_argument("--preset", choices=("paper", "lite"), default="paper",
+                   help="CascadeModel.default preset")
     t.add_argument("--optimizer", choices=("adam", "adagrad"), default="adam",
                    help="adam (what lcron-tf train uses) or adagrad (sparse row updates)")
     for s in (r, d, q, t):
