@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lcron_tf.cli.rundir import MARKER
 from lcron_tf.cli.workers import private_network_command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -228,8 +229,8 @@ def test_two_loopback_workers_killed_and_restarted_train_as_one(single, data_dir
     assert s["resumes"] == [resumed_from] and s["num_workers"] == 2
     # Only the chief wrote the run directory; the other worker's copies are gone.
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["config.yaml", "history.json", "model", "progress.json", "schema.json", "state.json",
-         "tb"])
+        [MARKER, "config.yaml", "history.json", "model", "progress.json", "schema.json",
+         "state.json", "tb"])
     assert not any(p.name.startswith("workertemp") for p in run_dir.rglob("*"))
     # The same global batches as one process, no step lost or repeated: the same loss in
     # every epoch that was not interrupted, and after 16 Adam steps the same weights up to
