@@ -787,24 +787,41 @@ def export(
     request = sample_request(schema, 2, list_size=module.max_list_size)
 
     def write(tmp: Path) -> None:
-        tf.saved_model.save(
-            module,
-            str(tmp),
-            signatures=module.signatures(),
-            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
-        )
-        extra = tmp / "assets.extra"
-        extra.mkdir(exist_ok=True)
-        (extra / METADATA_FILE).write_text(json.dumps(module.metadata(), indent=2, sort_keys=True))
-        if warmup:
-            _write_warmup(extra / WARMUP_FILE, request, name)
-        if verify:
-            if _has_xla_attr(tmp):
-                raise RuntimeError(
-                    "export check: a serving function carries _XlaMustCompile (jit_compile); "
-                    "TF Serving's GPU build cannot load it"
-                )
-            _verify(module, tmp, request)
+        save_module(module, tmp, request, name, warmup=warmup,
+                    check=(lambda path: _verify(module, path, request)) if verify else None)
 
     # TF Serving only loads integer directories, so the temporary one is invisible to it.
     return versioned.write_version(model_dir, write, version, overwrite=overwrite)
+
+
+def save_module(
+    module: tf.Module,
+    tmp: Path,
+    request: Mapping[str, Any],
+    name: str,
+    *,
+    warmup: bool,
+    check: Callable[[Path], None] | None,
+) -> None:
+    """Write a serving module to ``tmp``: the SavedModel (``module.signatures()``), its
+    ``assets.extra`` metadata, optionally a TF Serving warm-up record of ``request``, and, when
+    ``check`` is given, the XLA-attribute check followed by ``check(tmp)`` (reload and compare).
+    Shared by :func:`export` and :func:`lcron_tf.serving.tfrs_export.export_tfrs`."""
+    tf.saved_model.save(
+        module,
+        str(tmp),
+        signatures=module.signatures(),
+        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+    )
+    extra = tmp / "assets.extra"
+    extra.mkdir(exist_ok=True)
+    (extra / METADATA_FILE).write_text(json.dumps(module.metadata(), indent=2, sort_keys=True))
+    if warmup:
+        _write_warmup(extra / WARMUP_FILE, request, name)
+    if check is not None:
+        if _has_xla_attr(tmp):
+            raise RuntimeError(
+                "export check: a serving function carries _XlaMustCompile (jit_compile); "
+                "TF Serving's GPU build cannot load it"
+            )
+        check(tmp)

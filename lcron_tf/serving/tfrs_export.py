@@ -43,7 +43,6 @@ Unknown strings are not an error: they go to your lookups' OOV bucket, as in tra
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,13 +52,10 @@ import numpy as np
 from lcron_tf._keras import tf
 from lcron_tf.serving import versioned
 from lcron_tf.serving.export import (
-    METADATA_FILE,
-    WARMUP_FILE,
-    _has_xla_attr,
     _sanitize,
     _shape_check,
-    _write_warmup,
     cascade_select,
+    save_module,
 )
 
 __all__ = ["TfrsServingModule", "export_tfrs"]
@@ -481,22 +477,8 @@ def export_tfrs(
     request = dict(sample_request) if sample_request is not None else module.sample_request()
 
     def write(tmp: Path) -> None:
-        tf.saved_model.save(
-            module, str(tmp), signatures=module.signatures(),
-            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
-        )
-        extra = tmp / "assets.extra"
-        extra.mkdir(exist_ok=True)
-        (extra / METADATA_FILE).write_text(json.dumps(module.metadata(), indent=2, sort_keys=True))
-        if warmup:
-            _write_warmup(extra / WARMUP_FILE, request, name)
-        if verify:
-            if _has_xla_attr(tmp):
-                raise RuntimeError(
-                    "export check: a serving function carries _XlaMustCompile (jit_compile); "
-                    "TF Serving's GPU build cannot load it"
-                )
-            _verify(module, tmp, request)
+        save_module(module, tmp, request, name, warmup=warmup,
+                    check=(lambda path: _verify(module, path, request)) if verify else None)
 
     return versioned.write_version(
         versioned.model_dir(base_dir, name), write, version, overwrite=overwrite
