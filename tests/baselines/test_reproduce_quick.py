@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -33,9 +34,11 @@ def test_toy_benchmark_reports_every_method(reproduce, tmp_path):
     out = reproduce.main(argv)
     text = (tmp_path / "results.md").read_text()
     assert text == out["tables"]
-    assert "| Method | Joint R@10@20 | Ranking R@10@20 | Ranking NDCG@10 |" in text
+    assert "| Method | Runs | Joint R@10@20 | Ranking R@10@20 | Ranking NDCG@10 |" in text
     for name in registry.names():
-        assert f"| {registry.DISPLAY_NAMES[name]} | " in text, name
+        # one seed: the row says so and shows no spread (a std of one run is undefined)
+        assert f"| {registry.DISPLAY_NAMES[name]} | 1 | " in text, name
+    assert " ± " not in text.split("### ")[1]
     assert len(out["runs"]) == len(registry.names())
     for run in out["runs"]:
         for key in reproduce.metric_names(2):
@@ -66,8 +69,23 @@ def test_markdown_table_layout_three_stages(reproduce):
         item_feature_vocabs=(), stage_groups=("a", "b"), gt_num=10, quotas=(40, 30, 20),
     )
     keys = reproduce.metric_names(3)
-    rows = {m: {k: (0.5 + 0.01 * i, 0.001) for k in keys} for i, m in enumerate(["bce", "lcron"])}
+    rows = {m: {"n": 3, **{k: (0.5 + 0.01 * i, 0.001) for k in keys}}
+            for i, m in enumerate(["bce", "lcron"])}
     table = reproduce.markdown_table("sim, 3-stage", 3, schema, rows)
-    assert ("| Method | Joint R@10@20 | Ranking R@10@20 | Ranking NDCG@10 | Pre-ranking R@10@30 "
-            "| Pre-ranking NDCG@10 | Retrieval R@10@40 | Retrieval NDCG@10 |") in table
-    assert "| LCRON | **0.5100 ± 0.0010** |" in table
+    assert ("| Method | Runs | Joint R@10@20 | Ranking R@10@20 | Ranking NDCG@10 "
+            "| Pre-ranking R@10@30 | Pre-ranking NDCG@10 | Retrieval R@10@40 "
+            "| Retrieval NDCG@10 |") in table
+    assert "| LCRON | 3 | **0.5100 ± 0.0010** |" in table
+
+
+def test_budget_note_ignores_the_seed_count(reproduce, tmp_path):
+    """Runs of one budget made in phases with different --seeds are one budget, not two."""
+    base = {"dataset": "sim", "stages": 2, "variant": "lcron", "study": None}
+    for seed, seeds in ((0, 1), (1, 3)):
+        run = {**base, "seed": seed, "budget": {"epochs": 1, "seeds": seeds}}
+        (tmp_path / "sim-2stage" / "lcron").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "sim-2stage" / "lcron" / f"seed{seed}.json").write_text(json.dumps(run))
+    records = reproduce.load_records(tmp_path)
+    assert reproduce.budget_notes(records) == []
+    records[1]["budget"]["epochs"] = 2
+    assert reproduce.budget_notes(records) == ["- note: 2 different budgets among the sim runs"]
