@@ -485,7 +485,9 @@ def build_report(records: Sequence[dict], methods: Sequence[str] | None = None) 
             panels[title] = {"rows": rows, "curves": {m: [r["val_curve"] for r in v]
                                                       for m, v in main.items()}}
         for study in STUDIES:
-            variants = {k: v for k, v in by_variant.items() if v[0]["study"] == study}
+            order = [v.key for v in study_variants(study)]  # the paper's order (tau 1 < 10 < ...)
+            variants = {k: v for k, v in sorted(by_variant.items(), key=lambda kv: order.index(
+                kv[0]) if kv[0] in order else len(order)) if v[0]["study"] == study}
             if not variants:
                 continue
             rows = {}
