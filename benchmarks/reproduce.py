@@ -352,7 +352,7 @@ def write_json_atomic(path: Path, record: dict) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def aggregate(runs: Sequence[dict], keys: Sequence[str]) -> dict[str, tuple[float, float]]:
+def aggregate(runs: Sequence[dict], keys: Sequence[str]) -> dict[str, Any]:
     """``{key: (mean, std)}`` over runs (sample std, ``ddof=1``; ``None`` for one run), plus
     ``"n"``: the number of runs."""
     out: dict = {"n": len(runs)}
@@ -486,8 +486,9 @@ def build_report(records: Sequence[dict], methods: Sequence[str] | None = None) 
                                                       for m, v in main.items()}}
         for study in STUDIES:
             order = [v.key for v in study_variants(study)]  # the paper's order (tau 1 < 10 < ...)
-            variants = {k: v for k, v in sorted(by_variant.items(), key=lambda kv: order.index(
-                kv[0]) if kv[0] in order else len(order)) if v[0]["study"] == study}
+            order += [k for k in by_variant if k not in order]
+            variants = {k: by_variant[k] for k in order
+                        if k in by_variant and by_variant[k][0]["study"] == study}
             if not variants:
                 continue
             rows = {}
