@@ -329,6 +329,20 @@ def test_topk_mask_ranks_and_tiers():
     np.testing.assert_array_equal(idx.numpy(), [[0, 0, 1, 1, 2]])
 
 
+def test_tier_index_is_the_exact_dense_rank_among_valid_items():
+    # Oracle: the number of distinct valid label values above the item's (plain numpy). Random
+    # ties and padding make float sums of 1/G fall just below an integer (e.g. 1.9999999), which
+    # a ``tier < t`` test would misread.
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 6, size=(300, 12)).astype(np.float32)
+    mask = (rng.random((300, 12)) > 0.3).astype(np.float32)
+    idx = bops.tier_index(tf.constant(labels), tf.constant(mask)).numpy()
+    for r in range(len(labels)):
+        values = np.unique(labels[r][mask[r] > 0])
+        for i in np.flatnonzero(mask[r]):
+            assert idx[r, i] == np.sum(values > labels[r, i]), (r, i, idx[r, i])
+
+
 # --------------------------------------------------------------------------------------
 # Validation and the registry
 # --------------------------------------------------------------------------------------

@@ -214,10 +214,15 @@ def pair_relations(
 
 
 def _tier_from_relations(better: tf.Tensor, same: tf.Tensor) -> tf.Tensor:
-    """``tier_i = sum_j better[j, i] / G_j``: the number of distinct tiers above item ``i``."""
+    """``tier_i = sum_j better[j, i] / G_j``: the number of distinct tiers above item ``i``.
+
+    The sum of fractions ``1 / G_j`` carries float rounding (``3 * (1/3)`` is not exactly 1,
+    and the error depends on the list length and order), so it is rounded to the integer it
+    stands for: comparisons such as ``tier < t`` must not flip on a padded slot.
+    """
     sizes = tf.reduce_sum(same, axis=2)  # [B, N], >= 1 for valid items
     inv = tf.math.divide_no_nan(tf.ones_like(sizes), sizes)
-    return tf.reduce_sum(tf.transpose(better, [0, 2, 1]) * inv[:, None, :], axis=2)
+    return tf.round(tf.reduce_sum(tf.transpose(better, [0, 2, 1]) * inv[:, None, :], axis=2))
 
 
 def tier_index(values: tf.Tensor, mask: tf.Tensor, gt_num: int | None = None) -> tf.Tensor:
