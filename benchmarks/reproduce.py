@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import datetime
 import functools
+import io
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from typing import Any
 import numpy as np
 
 import lcron_tf  # noqa: F401  (binds tf.keras to Keras 2 first)
+from lcron_tf._files import write_atomic, write_json
 from lcron_tf._keras import keras
 from lcron_tf.data import paths
 from lcron_tf.data.simulator import simulate
@@ -340,13 +342,6 @@ def run_one(spec: RunSpec, data: tuple, budget: Budget, jit_compile: bool,
     }
 
 
-def write_json_atomic(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------
 # Statistics, tables and charts (from the JSON files alone)
 # ---------------------------------------------------------------------------------------
@@ -526,6 +521,14 @@ def _figure(n: int, height: float) -> tuple[Any, Any, Any]:
     return plt, fig, axes
 
 
+def _save_png(plt: Any, fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+
+
 def bar_chart(panels: dict[str, dict], path: Path) -> None:
     """Joint Recall (mean ± std) of every method, one panel per dataset × stage setting."""
     plt, fig, axes = _figure(len(panels), 3.6)
@@ -545,9 +548,7 @@ def bar_chart(panels: dict[str, dict], path: Path) -> None:
         ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("Joint Recall")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_png(plt, fig, path)
 
 
 def curve_chart(panels: dict[str, dict], path: Path) -> None:
@@ -573,9 +574,7 @@ def curve_chart(panels: dict[str, dict], path: Path) -> None:
         ax.set_xlabel("request passes")
         ax.set_ylabel("validation Joint Recall")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_png(plt, fig, path)
 
 
 def machine() -> str:
@@ -600,9 +599,7 @@ def replace_block(path: Path, text: str) -> None:
         raise SystemExit(f"{path} has no {begin} ... {end} block to replace")
     head, rest = content.split(begin, 1)
     _, tail = rest.split(end, 1)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
-    os.replace(tmp, path)
+    write_atomic(path, f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -685,7 +682,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             path = spec.path(out)
             if path.exists():  # written meanwhile by a parallel process: keep the first one
                 continue
-            write_json_atomic(path, record)
+            write_json(path, record)
             new_runs.append(record)
             done = time.perf_counter() - t0
             eta = done / (i + 1) * (len(todo) - i - 1)
@@ -713,9 +710,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     header += budget_notes(records)
     header += [f"- skipped {k}: {v}" for k, v in skipped.items()]
     text = "\n".join(header) + "\n\n" + report["tables"]
-    (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps(
-        {"runs": new_runs, "skipped": skipped, "stats": report["stats"]}, indent=1))
+    write_atomic(out / "results.md", text)
+    write_json(out / "results.json",
+               {"runs": new_runs, "skipped": skipped, "stats": report["stats"]})
     if report["panels"]:
         bar_chart(report["panels"], out / "joint_recall.png")
         curve_chart(report["panels"], out / "learning_curves.png")

@@ -34,27 +34,30 @@ from pathlib import Path
 import numpy as np
 
 import lcron_tf  # noqa: F401  (binds tf.keras to Keras 2 before anything else)
+from lcron_tf.cli.build import load_data
 from lcron_tf.cli.config import load_config
-from lcron_tf.cli.main import load_data
 from lcron_tf.cli.main import main as lcron_tf_cli
 from lcron_tf.schema import cast_arrays
 from lcron_tf.serving import Client
-from lcron_tf.serving.export import SERVING_KEYS
+from lcron_tf.serving.export import serving_keys
 from lcron_tf.testing.serving_standin import ServingStandIn
 
 TOY = ["data.num_requests=2000", "train.epochs=1", "train.batch_size=200",
        "train.jit_compile=false", "train.verbose=2"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Train, export, serve and query; returns the gRPC outputs of the 3 requests."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", default="runs/serve_example")
     p.add_argument("--export-dir", default="saved_models")
     p.add_argument("--target", default=None,
                    help="gRPC host:port of a running TF Serving (default: start the stand-in)")
     p.add_argument("--rest-target", default=None, help="REST host:port of that server")
-    args = p.parse_args()
-    sets = [x for s in TOY for x in ("--set", s)]
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for the toy training, e.g. data.num_requests=400")
+    args = p.parse_args(argv)
+    sets = [x for s in [*TOY, *args.set] for x in ("--set", s)]
     common = ["--run-dir", args.run_dir, "--set", f"output.export_dir={args.export_dir}"]
 
     # 1-2. Train (skipped when the run is complete) and export a new version.
@@ -63,8 +66,9 @@ def main() -> None:
         if status:
             raise SystemExit(status)
     cfg = load_config(Path(args.run_dir) / "config.yaml")
-    _, _, test = load_data(cfg)
-    requests = {k: v[:3] for k, v in cast_arrays(test).items() if k in SERVING_KEYS}
+    schema, _, test = load_data(cfg)
+    inputs = serving_keys(schema)  # the signature's inputs (history_features when declared)
+    requests = {k: v[:3] for k, v in cast_arrays(test).items() if k in inputs}
 
     # 3. A real TF Serving (--target), or the in-process stand-in.
     server = contextlib.nullcontext()
@@ -87,6 +91,9 @@ def main() -> None:
                 out_rest = rest.predict(requests)
             same = np.array_equal(out["selected_item_ids"], out_rest["selected_item_ids"])
             print(f"REST returns the same selection as gRPC: {same}")
+            if not same:
+                raise SystemExit("REST and gRPC disagree")
+    return out
 
 
 if __name__ == "__main__":

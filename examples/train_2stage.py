@@ -19,8 +19,9 @@ from pathlib import Path
 
 import lcron_tf  # noqa: F401  (binds tf.keras to Keras 2 before anything else)
 from lcron_tf._keras import keras
+from lcron_tf.cli.build import build_model, load_data
 from lcron_tf.cli.config import load_config
-from lcron_tf.cli.main import build_model, evaluate_model, load_data, results_table
+from lcron_tf.cli.evaluation import evaluate_model, results_table
 from lcron_tf.data.tfrecord import to_dataset
 
 CONFIG = Path(__file__).with_name("configs") / "sim_2stage.yaml"

@@ -14,6 +14,7 @@ backend (no display needed):
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lcron_tf._files import write_atomic
 
 
 def _plt() -> Any:
@@ -35,10 +38,10 @@ def _plt() -> Any:
 
 def _save(fig: Any, path: Path) -> Path:
     """Save atomically (temp file + rename) and close the figure."""
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     _plt().close(fig)
-    os.replace(tmp, path)
+    write_atomic(path, buffer.getvalue())
     return path
 
 
@@ -159,9 +162,7 @@ def write_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         md += _md_table({k: v for k, v in history[-1].items() if k != "epoch"}) + [""]
     md += ["## Plots", ""] + [f"![{f.stem}]({f.name})" for f in files] + [""]
     md += ["## Config", "", "```yaml", config_text.rstrip(), "```", ""]
-    tmp = out / ".report.md.tmp"
-    tmp.write_text("\n".join(md))
-    os.replace(tmp, out / "report.md")
+    write_atomic(out / "report.md", "\n".join(md))
     return [*files, out / "report.md"]
 
 

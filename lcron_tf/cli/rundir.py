@@ -47,10 +47,10 @@ ENTRIES = (
 
 _FILES = "|".join(re.escape(e) for e in ENTRIES if "." in e and not e.startswith("."))
 _TEMPORARY = (
-    re.compile(rf"\.({_FILES})\.[A-Za-z0-9_]+\.tmp"),  # cli.main.write_atomic
+    re.compile(rf"\.({_FILES})\.[A-Za-z0-9_]+\.tmp"),  # lcron_tf._files.write_atomic
     re.compile(r"\.model-[A-Za-z0-9_]+"),  # final weights being saved (mkdtemp)
     re.compile(r"\.model-old-\d+"),  # previous weights during the swap
-    re.compile(r"\.survival\.[A-Za-z0-9_]+\.npz"),  # evaluate's survival.npz being written
+    re.compile(r"\.survival\.[A-Za-z0-9_]+\.npz"),  # survival.npz being written (lcron-tf <= 0.1.0)
 )
 _OLD_RUN_SIGNS = ("config.yaml", "state.json", "progress.json", "history.json", "backup")
 

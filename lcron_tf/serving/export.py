@@ -90,6 +90,8 @@ def serving_keys(schema: CascadeSchema, *, user_only: bool = False) -> tuple[str
     """The inputs of ``serving_default`` (``user_only``: of ``query_embedding``) for ``schema``."""
     base = USER_KEYS if user_only else SERVING_KEYS
     return base + (("history_features",) if schema.history_feature_names else ())
+
+
 METADATA_FILE = "lcron_serving.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 

@@ -146,8 +146,6 @@ def test_crash_after_the_last_checkpoint_restores_the_trained_weights(tmp_path, 
 
     import tensorflow as tf
 
-    from lcron_tf.cli import main as cli_main
-
     run_dir = tmp_path / "run"
     args = [*TOY, "--run-dir", str(run_dir), "--set", "train.steps_per_checkpoint=4",
             "--set", "train.validate=false", "--set", "output.tensorboard=false"]
@@ -159,7 +157,7 @@ def test_crash_after_the_last_checkpoint_restores_the_trained_weights(tmp_path, 
             shutil.copytree(path, keep)
         return real_rmtree(path, *a, **k)
 
-    monkeypatch.setattr(cli_main.shutil, "rmtree", rmtree_keeping_backup)
+    monkeypatch.setattr(shutil, "rmtree", rmtree_keeping_backup)
     assert main(["train", *args]) == 0
     monkeypatch.undo()
     want = tf.train.load_checkpoint(str(run_dir / "model" / "weights"))

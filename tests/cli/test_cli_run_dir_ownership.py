@@ -96,8 +96,8 @@ def test_cli_old_run_dir_is_refused_then_adopted_and_fresh_keeps_foreign_files(t
 def _real_checkpoint(backup: Path, units: int) -> None:
     """A BackupAndRestore checkpoint (2 steps) of the toy model with other tower sizes."""
     from lcron_tf._keras import keras
+    from lcron_tf.cli.build import build_model, load_data
     from lcron_tf.cli.config import load_config
-    from lcron_tf.cli.main import build_model, load_data
     from lcron_tf.data import to_dataset
 
     overrides = [a for a in TOY if a != "--set"] + [f"model.retrieval_units=[{units}]"]
@@ -126,8 +126,9 @@ def test_cli_checkpoint_of_another_model_without_config_is_refused(tmp_path):
 
 
 def test_checkpoint_that_does_not_fit_the_model_is_named_before_resuming(tmp_path):
+    from lcron_tf.cli.build import build_model, first_batch, load_data
     from lcron_tf.cli.config import load_config
-    from lcron_tf.cli.main import _first_batch, build_model, checkpoint_mismatch, load_data
+    from lcron_tf.cli.training import checkpoint_mismatch
 
     _real_checkpoint(tmp_path / "backup", units=8)
     for units, fits in ((16, False), (8, True)):
@@ -135,7 +136,7 @@ def test_checkpoint_that_does_not_fit_the_model_is_named_before_resuming(tmp_pat
         cfg = load_config(None, overrides)
         schema, train, _ = load_data(cfg)
         model = build_model(cfg, schema)
-        model(_first_batch(train, 4), training=False)
+        model(first_batch(train, 4), training=False)
         problem = checkpoint_mismatch(model, tmp_path / "backup")
         assert (problem is None) == fits, problem
         if not fits:
