@@ -703,8 +703,9 @@ def _write_warmup(path: Path, request: Mapping[str, np.ndarray], model_name: str
         writer.write(log.SerializeToString())
 
 
-def _verify(module: CascadeServingModule, path: Path, request: Mapping[str, np.ndarray]) -> None:
-    """Reload ``path`` and compare every signature with the in-memory module."""
+def _verify(module: Any, path: Path, request: Mapping[str, np.ndarray]) -> None:
+    """Reload ``path`` and compare every signature of ``module`` (its ``_signatures``) with the
+    in-memory one on ``request``: numbers to rtol 1e-5 / atol 1e-6, strings exactly."""
     loaded = tf.saved_model.load(str(path))
     for name, fn in module._signatures.items():
         feed = {k: tf.constant(v) for k, v in request.items() if k in fn.input_signature[0]}
@@ -714,10 +715,17 @@ def _verify(module: CascadeServingModule, path: Path, request: Mapping[str, np.n
             raise RuntimeError(f"export check: {name} outputs {sorted(got)} != {sorted(want)}")
         for key in want:
             a, b = want[key].numpy(), got[key].numpy()
-            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-6):
+            if a.shape != b.shape:
+                raise RuntimeError(f"export check: reloaded {name}/{key} has shape {b.shape}, "
+                                   f"the in-memory model {a.shape}")
+            if a.dtype == object or a.dtype.kind in "SU":
+                if not np.all(a == b):
+                    raise RuntimeError(f"export check: reloaded {name}/{key} differs from the "
+                                       "in-memory model (strings)")
+            elif not np.allclose(a, b, rtol=1e-5, atol=1e-6):
                 raise RuntimeError(
                     f"export check: reloaded {name}/{key} differs from the in-memory model "
-                    f"(max abs diff {np.max(np.abs(a - b)) if a.shape == b.shape else 'shape'})"
+                    f"(max abs diff {np.max(np.abs(a - b))})"
                 )
 
 
@@ -789,8 +797,7 @@ def export(
     request = sample_request(schema, 2, list_size=module.max_list_size)
 
     def write(tmp: Path) -> None:
-        save_module(module, tmp, request, name, warmup=warmup,
-                    check=(lambda path: _verify(module, path, request)) if verify else None)
+        save_module(module, tmp, request, name, warmup=warmup, verify=verify)
 
     # TF Serving only loads integer directories, so the temporary one is invisible to it.
     return versioned.write_version(model_dir, write, version, overwrite=overwrite)
@@ -803,11 +810,11 @@ def save_module(
     name: str,
     *,
     warmup: bool,
-    check: Callable[[Path], None] | None,
+    verify: bool,
 ) -> None:
     """Write a serving module to ``tmp``: the SavedModel (``module.signatures()``), its
-    ``assets.extra`` metadata, optionally a TF Serving warm-up record of ``request``, and, when
-    ``check`` is given, the XLA-attribute check followed by ``check(tmp)`` (reload and compare).
+    ``assets.extra`` metadata, optionally a TF Serving warm-up record of ``request``, and, with
+    ``verify``, the XLA-attribute check and a reload compared with the in-memory module.
     Shared by :func:`export` and :func:`lcron_tf.serving.tfrs_export.export_tfrs`."""
     tf.saved_model.save(
         module,
@@ -820,10 +827,10 @@ def save_module(
     (extra / METADATA_FILE).write_text(json.dumps(module.metadata(), indent=2, sort_keys=True))
     if warmup:
         _write_warmup(extra / WARMUP_FILE, request, name)
-    if check is not None:
+    if verify:
         if _has_xla_attr(tmp):
             raise RuntimeError(
                 "export check: a serving function carries _XlaMustCompile (jit_compile); "
                 "TF Serving's GPU build cannot load it"
             )
-        check(tmp)
+        _verify(module, tmp, request)
