@@ -34,7 +34,7 @@ lint: $(TEST_STAMP)
 # (tests/keras3), which cannot share a process with it.
 test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 	LCRON_TEST_FLAVOUR=keras3 $(PY) -m pytest -q tests/keras3
 
 bench: $(DEMO_STAMP)
