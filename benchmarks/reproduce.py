@@ -210,8 +210,12 @@ def study_variants(study: str) -> list[Variant]:
         return [Variant(f"lcron+w={w:g}", lcron, study, f"fixed w(L_single) = {w:g}",
                         (("learn_weights", False), ("init_sigma", math.sqrt(0.5 / w))))
                 for w in (0.1, 1.0, 5.0)]
-    if study == "sort":  # Table 7
-        return [Variant("lcron+soft", lcron, study, "LCRON (SoftSort)", (("sort", "soft"),))]
+    if study == "sort":  # Table 7, plus SoftSort at tau = 1 (a diagnostic, not the paper's):
+        # SoftSort's logits are score gaps over tau, NeuralSort's are gaps times up to N - 1
+        # over tau, so SoftSort at tau = 50 is ~N times softer; tau = 1 ~ 50 / N at N = 40.
+        return [Variant("lcron+soft", lcron, study, "LCRON (SoftSort)", (("sort", "soft"),)),
+                Variant("lcron+soft+tau=1", lcron, study, "LCRON (SoftSort, tau = 1)",
+                        (("sort", "soft"), ("tau", 1.0)))]
     if study in ("tau", "tau3"):  # Table 8 (2 stages) and the 3-stage question
         taus = (1.0, 10.0, 20.0, 100.0, 200.0) if study == "tau" else (10.0, 20.0)
         return [Variant(f"lcron+tau={t:g}", lcron, study, f"tau = {t:g}", (("tau", t),))
