@@ -235,11 +235,13 @@ def test_two_loopback_workers_killed_and_restarted_train_as_one(single, data_dir
     # The same global batches as one process, no step lost or repeated: the same loss in
     # every epoch that was not interrupted, and after 16 Adam steps the same weights up to
     # float reassociation (the gradient is summed over 2 workers). Feeding the rows of each
-    # batch in another order moves the weights by ~2e-5 after 16 steps here; one lost,
-    # repeated or wrong batch by ~1e-2.
+    # batch in another order moves the weights by ~2e-5 after 16 steps on an AMD EPYC; on an
+    # Intel Xeon with AVX-512 (oneDNN picks other kernels for the half-size worker batches)
+    # the 2-worker run differs from one process by 1.3e-3 (the ranking tower's embedding,
+    # deterministic from run to run). One lost, repeated or wrong batch moves them by ~1e-2.
     history = json.loads((run_dir / "history.json").read_text())
     whole = [i for i, h in enumerate(history) if not h.get("resumed_mid_epoch")]
     assert whole and "val_loss" in history[-1]
     np.testing.assert_allclose([history[i]["loss"] for i in whole],
                                [losses(single)[i] for i in whole], rtol=1e-4)
-    assert max_diff(weights(run_dir), weights(single)) < 1e-3
+    assert max_diff(weights(run_dir), weights(single)) < 3e-3
