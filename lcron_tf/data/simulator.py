@@ -66,6 +66,9 @@ from lcron_tf.schema import (
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1024  # requests per vectorised chunk (fixed: part of the random stream layout)
+# The random streams, ``default_rng([seed, stream, ...])``: the world, the requests (per chunk),
+# and the two fields added later, each from its own stream so the older fields stay as they were.
+STREAM_WORLD, STREAM_REQUESTS, STREAM_UPLOAD_TIME, STREAM_REQUEST_MINUTE = 0, 1, 3, 4
 STAGES = ("retrieval", "prerank", "coarse", "rank", "rerank")
 POSITIVES = ("top", "random")  # SimulatorConfig.positives
 
@@ -280,7 +283,7 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 def make_world(config: SimulatorConfig) -> SimulatedWorld:
     """Build the users, items and behaviour logs of ``config`` (deterministic by seed)."""
     c = config
-    rng = np.random.default_rng([c.seed, 0])
+    rng = np.random.default_rng([c.seed, STREAM_WORLD])
     d = c.latent_dim
     # Items: latent = category hierarchy + author + own noise.
     cate1_c = rng.normal(size=(c.num_cate1, d))
@@ -320,7 +323,7 @@ def make_world(config: SimulatorConfig) -> SimulatedWorld:
         rng, c, user_latent, cate1_c, item_latent, item_cate1, item_popularity
     )
     # Upload times: their own stream, so every other field is what it was before they existed.
-    time_rng = np.random.default_rng([c.seed, 3])
+    time_rng = np.random.default_rng([c.seed, STREAM_UPLOAD_TIME])
     item_upload_time = np.stack([time_rng.integers(0, hi, c.num_items) for hi in (7, 24, 60)], 1)
     world = SimulatedWorld(
         user_latent=user_latent, user_gender=user_gender, user_age=user_age,
@@ -459,7 +462,7 @@ def _rank_all(scores: np.ndarray) -> np.ndarray:
 def _simulate_chunk(
     world: SimulatedWorld, c: SimulatorConfig, chunk: int, size: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    rng = np.random.default_rng([c.seed, 1, chunk])
+    rng = np.random.default_rng([c.seed, STREAM_REQUESTS, chunk])
     w = world
     b, hl, g = size, c.history_length, c.per_group
     sn, pb = c.stage_noise, c.popularity_bias
@@ -580,7 +583,7 @@ def _simulate_chunk(
     exposed = np.zeros((b, c.retrieval_size), bool)
     exposed[rows, rerank_order[:, : c.exposure_size]] = True
     # The request minute: its own stream (the fields above are what they were without it).
-    minute = np.random.default_rng([c.seed, 4, chunk]).integers(0, 60, b)
+    minute = np.random.default_rng([c.seed, STREAM_REQUEST_MINUTE, chunk]).integers(0, 60, b)
     safe_hist = np.maximum(hist, 0)
     hist_features = np.stack(
         [w.item_author[safe_hist] + 1, w.item_cate2[safe_hist] + 1, w.item_cate1[safe_hist] + 1,

@@ -14,7 +14,7 @@ from lcron_tf.data import (
     simulate,
     validate_arrays,
 )
-from lcron_tf.data.simulator import ITEM_FEATURES
+from lcron_tf.data.simulator import ITEM_FEATURES, STREAM_REQUEST_MINUTE, STREAM_UPLOAD_TIME
 
 # Fields of the first 3 requests of SMALL (seed 0) as the simulator made them before the
 # request minute, upload times and history features existed (values recorded from that code).
@@ -185,8 +185,9 @@ def test_new_fields_leave_the_old_fields_unchanged(monkeypatch):
     np.testing.assert_array_equal(a["user_features"][:, :6], OLD_USER_FEATURES)
     real_rng = np.random.default_rng
 
-    def other_time_streams(seed=None):  # streams [seed, 3] and [seed, 4, chunk]: the new fields
-        if isinstance(seed, list) and len(seed) >= 2 and seed[1] in (3, 4):
+    def other_time_streams(seed=None):  # reseed only the new fields' streams
+        if isinstance(seed, list) and len(seed) >= 2 and \
+                seed[1] in (STREAM_UPLOAD_TIME, STREAM_REQUEST_MINUTE):
             seed = [seed[0] + 1000, *seed[1:]]
         return real_rng(seed)
 
