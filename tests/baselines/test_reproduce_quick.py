@@ -91,3 +91,10 @@ def test_budget_note_ignores_the_seed_count(reproduce, tmp_path):
     assert reproduce.budget_notes(records) == []
     records[1]["budget"]["epochs"] = 2
     assert reproduce.budget_notes(records) == ["- note: 2 different budgets among the sim runs"]
+
+
+def test_machine_line_names_every_machine_of_the_runs(reproduce):
+    records = [{"machine": "Intel Xeon"}] * 2 + [{"machine": "AMD EPYC"}] * 3 + [{}]
+    line = reproduce.machines_line(records)
+    assert line == "AMD EPYC (3 runs); Intel Xeon (2 runs); unknown (1 run)"
+    assert reproduce.machines_line([]) == "n/a"
