@@ -35,6 +35,7 @@ import collections
 import dataclasses
 import datetime
 import functools
+import gc
 import io
 import json
 import math
@@ -662,6 +663,19 @@ def _budget(args: argparse.Namespace, dataset: str) -> Budget:
     return budget
 
 
+def _rss() -> str:
+    """``"; RSS x.x GiB"`` of this process (Linux), for the progress line; else ``""``.
+
+    A long grid runs in one process (the data are built once per setting); this shows
+    whether its memory grows from run to run."""
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return ""
+    return f"; RSS {kib / 2**20:.1f} GiB"
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the grid (skipping finished runs); returns ``{"tables", "runs", "skipped"}``."""
     args = parse_args(argv)
@@ -692,6 +706,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 skipped[f"{spec.dataset}, {spec.stages}-stage"] = data
                 continue
             record = run_one(spec, data, budget, jit, args.preset)
+            gc.collect()  # the run's model, datasets and functions form reference cycles
             path = spec.path(out)
             if path.exists():  # written meanwhile by a parallel process: keep the first one
                 continue
@@ -701,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             eta = done / (i + 1) * (len(todo) - i - 1)
             print(f"[{i + 1}/{len(todo)}] {spec.dataset} {spec.stages}-stage "
                   f"{spec.variant.key:18s} seed {spec.seed}: joint {record['joint_recall']:.4f} "
-                  f"({record['seconds']:.0f} s; ETA {eta / 60:.0f} min)", flush=True)
+                  f"({record['seconds']:.0f} s; ETA {eta / 60:.0f} min{_rss()})", flush=True)
         for k, v in skipped.items():
             print(f"[skip] {k}: {v}", flush=True)
     records = load_records(out)
