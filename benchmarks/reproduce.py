@@ -605,9 +605,24 @@ def machines_line(records: Sequence[dict]) -> str:
     return "; ".join(f"{m} ({n} run{'s' if n != 1 else ''})" for m, n in counts.most_common())
 
 
-def replace_block(path: Path, text: str) -> None:
-    """Replace the generated block of ``path`` (between the reproduce markers), atomically."""
-    begin, end = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
+def block_name(out: Path) -> str:
+    """The name of the markdown block that the tables of results folder ``out`` go to.
+
+    ``""`` (the unnamed block) for the default folder, else the folder's name (e.g.
+    ``long-1m``), so that the tables of several budgets can live in one markdown file.
+    """
+    return "" if out.resolve() == DEFAULT_OUT.resolve() else out.name
+
+
+def replace_block(path: Path, text: str, name: str = "") -> None:
+    """Replace the generated block ``name`` of ``path`` with ``text``, atomically.
+
+    The unnamed block lies between ``<!-- reproduce:begin -->`` and ``<!-- reproduce:end -->``,
+    a named one between ``<!-- reproduce:begin NAME -->`` and ``<!-- reproduce:end NAME -->``.
+    Exits with a message when ``path`` has no such block.
+    """
+    suffix = f" {name}" if name else ""
+    begin, end = f"<!-- reproduce:begin{suffix} -->", f"<!-- reproduce:end{suffix} -->"
     content = path.read_text()
     if begin not in content or end not in content:
         raise SystemExit(f"{path} has no {begin} ... {end} block to replace")
@@ -648,7 +663,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table-only", action="store_true",
                    help="no training: rebuild the tables and charts from the JSON files")
     p.add_argument("--results-md", default=None,
-                   help="also replace the generated block of this markdown file")
+                   help="also replace the generated block of this markdown file: the unnamed "
+                   "block for the default --out, else the block named for the --out folder "
+                   "(<!-- reproduce:begin long-1m --> ... <!-- reproduce:end long-1m -->)")
     return p.parse_args(argv)
 
 
@@ -699,9 +716,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"[grid] {len(specs)} runs, {len(specs) - len(todo)} done already, "
               f"{len(todo)} to run -> {out}", flush=True)
         t0 = time.perf_counter()
+        data: Any = None
+        data_key: tuple | None = None
         for i, spec in enumerate(todo):
             budget = _budget(args, spec.dataset)
+            key = (spec.dataset, spec.stages, budget)
+            if key != data_key:
+                # Free the previous setting's arrays before building the next: otherwise both
+                # are alive while the new one is built (a 1M-request simulator setting is ~5 GB
+                # of arrays plus its tf.data copies; two of them overflowed 24 GB).
+                data = None
+                load_data.cache_clear()
+                gc.collect()
             data = load_data(spec.dataset, spec.stages, budget, args.data_dir)
+            data_key = key
             if isinstance(data, str):
                 skipped[f"{spec.dataset}, {spec.stages}-stage"] = data
                 continue
@@ -744,7 +772,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         bar_chart(report["panels"], out / "joint_recall.png")
         curve_chart(report["panels"], out / "learning_curves.png")
     if args.results_md:
-        replace_block(Path(args.results_md), text)
+        replace_block(Path(args.results_md), text, block_name(out))
     print(text, flush=True)
     return {"tables": text, "runs": new_runs, "skipped": skipped, "stats": report["stats"]}
 

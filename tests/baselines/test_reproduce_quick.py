@@ -98,3 +98,20 @@ def test_machine_line_names_every_machine_of_the_runs(reproduce):
     line = reproduce.machines_line(records)
     assert line == "AMD EPYC (3 runs); Intel Xeon (2 runs); unknown (1 run)"
     assert reproduce.machines_line([]) == "n/a"
+
+
+def test_results_md_block_is_chosen_by_the_results_folder(reproduce, tmp_path):
+    """Tables of two budgets live in one file: each --out replaces only its own block."""
+    assert reproduce.block_name(reproduce.DEFAULT_OUT) == ""
+    assert reproduce.block_name(tmp_path / "long-1m") == "long-1m"
+    md = tmp_path / "RESULTS.md"
+    md.write_text("a\n<!-- reproduce:begin -->\nold 250k\n<!-- reproduce:end -->\nb\n"
+                  "<!-- reproduce:begin long-1m -->\nold 1M\n<!-- reproduce:end long-1m -->\nc\n")
+    reproduce.replace_block(md, "new 1M", "long-1m")
+    reproduce.replace_block(md, "new 250k")
+    assert md.read_text() == ("a\n<!-- reproduce:begin -->\nnew 250k\n<!-- reproduce:end -->\nb\n"
+                              "<!-- reproduce:begin long-1m -->\nnew 1M\n"
+                              "<!-- reproduce:end long-1m -->\nc\n")
+    with pytest.raises(SystemExit, match="long-4m"):
+        reproduce.replace_block(md, "x", "long-4m")
+    assert "new 1M" in md.read_text()  # a refused replacement leaves the file as it was
