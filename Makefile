@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench tables clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ test: $(TEST_STAMP)
 
 bench: $(DEMO_STAMP)
 	$(PY) benchmarks/bench_loss.py
+
+# Rebuild every generated reproduction table of benchmarks/RESULTS.md (and each folder's
+# results.md and charts) from the committed per-run JSON files; no training.
+RESULT_DIRS := benchmarks/results benchmarks/results/long-1m benchmarks/results/long-68ep
+tables: $(DEMO_STAMP)
+	for d in $(RESULT_DIRS); do \
+	    $(PY) benchmarks/reproduce.py --table-only --out $$d --results-md benchmarks/RESULTS.md \
+	        > /dev/null || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
